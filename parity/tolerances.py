@@ -1,0 +1,41 @@
+"""Every tolerance tinynn is held to, in one place, each with the reason for its size.
+
+Errors are measured against the scale of the expected array (see ``parity.compare``):
+``max|actual - expected| <= atol + rtol * max|expected|``. Element-wise relative error is
+meaningless for entries that are near zero through cancellation (a gradient entry of 1e-17 in one
+summation order can be 3e-17 in another), so the array's largest magnitude sets the scale.
+"""
+
+# Hand-written backward vs central finite differences, float64, step FD_STEP.
+# Truncation error is O(h^2) ~ 1e-12 and rounding error ~ eps * |f| / h ~ 1e-10 relative, so a
+# correct gradient lands near 1e-9; 1e-6 (the issue's bound) still catches any wrong term.
+FD_STEP = 1e-6
+FD_RTOL = 1e-6
+
+# tinynn vs torch, float64, same inputs. Both compute the same formulas; only the order of
+# summation differs, which costs about n * eps ~ 1e-13 for the sums here (n up to ~1e3).
+# 1e-10 leaves three orders of margin and still catches any real discrepancy.
+TORCH_F64_RTOL = 1e-10
+TORCH_F64_ATOL = 0.0
+
+# tinynn vs torch, float32, same inputs. float32 eps is 1.2e-7; a dot product of K terms in
+# another order differs by up to ~K * eps relative to its scale (K ~ 1e3 in a conv's im2col),
+# hence 1e-4; the absolute floor covers results whose scale is itself tiny.
+TORCH_F32_RTOL = 1e-4
+TORCH_F32_ATOL = 1e-5
+
+# parity float64 lockstep: every step's loss, gradients and weights over a whole training run.
+# Two torch float64 runs whose initial weights differ by one ulp stay within 3e-15 in loss over
+# two MNIST epochs of the tutorial CNN, so training is not chaotic in float64: 1e-9 is generous
+# for accumulated rounding differences and any larger gap is a bug.
+PARITY_F64_RTOL = 1e-9
+
+# parity float32, per step from shared weights: before each step tinynn takes torch's current
+# weights, so errors cannot compound; gradients then agree to float32 rounding of a batch sum.
+PARITY_F32_RTOL = 1e-4
+PARITY_F32_ATOL = 1e-5
+
+# parity float32 end to end: float32 training is chaotic (two torch runs one ulp apart end 0.09
+# apart in loss after two epochs), so independent runs are compared statistically: final
+# validation accuracy within one percentage point.
+PARITY_F32_ACCURACY_POINTS = 0.01

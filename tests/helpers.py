@@ -1,0 +1,53 @@
+"""Test helpers: finite-difference gradients, torch conversion, random inputs with zeros and negatives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from parity.compare import assert_close, to_numpy  # noqa: F401 - re-exported for tests
+from parity.tolerances import FD_RTOL, FD_STEP
+
+
+def numerical_grad(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, grad_output: np.ndarray,
+                   step: float = FD_STEP) -> np.ndarray:
+    """d/dx of sum(grad_output * f(x)) by central differences, one element at a time (float64)."""
+    x = np.array(x, dtype=np.float64, copy=True)
+    grad = np.zeros_like(x)
+    flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat_x.size):
+        orig = flat_x[i]
+        flat_x[i] = orig + step
+        plus = np.sum(grad_output * f(x))
+        flat_x[i] = orig - step
+        minus = np.sum(grad_output * f(x))
+        flat_x[i] = orig
+        flat_grad[i] = (plus - minus) / (2 * step)
+    return grad
+
+
+def check_grad(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, grad_output: np.ndarray,
+               analytic: np.ndarray, name: str = "grad") -> float:
+    """Assert that ``analytic`` matches the finite-difference gradient to FD_RTOL."""
+    return assert_close(analytic, numerical_grad(f, x, grad_output), rtol=FD_RTOL, name=name)
+
+
+def random_array(rng: np.random.Generator, shape: tuple[int, ...], zero_fraction: float = 0.2,
+                 dtype: type = np.float64) -> np.ndarray:
+    """Standard-normal values (so about half negative) with about ``zero_fraction`` exact zeros."""
+    values = rng.standard_normal(shape)
+    values[rng.random(shape) < zero_fraction] = 0.0
+    return values.astype(dtype)
+
+
+def random_grad(rng: np.random.Generator, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+    """An upstream gradient that is never all ones (all ones hides transposed gradients)."""
+    return rng.uniform(-2.0, 2.0, size=shape).astype(dtype)
+
+
+def torch_tensor(array: np.ndarray, requires_grad: bool = False):  # noqa: ANN201 - torch is optional
+    import torch
+
+    tensor = torch.tensor(np.array(array))
+    return tensor.requires_grad_(requires_grad) if tensor.is_floating_point() else tensor

@@ -1,0 +1,19 @@
+"""tinynn: a deep-learning framework in NumPy whose every backward pass is written by hand.
+
+Read it beside PyTorch: ``tinynn.nn``, ``tinynn.nn.functional``, ``tinynn.optim`` and
+``tinynn.utils.data`` mirror torch's names, arguments, defaults and shapes. There is no
+autograd: each module's ``backward(grad_output)`` returns the gradient for its input and adds
+into its parameters' ``.grad``.
+"""
+
+from tinynn import nn, optim, utils
+from tinynn._dtype import float32, float64, int64
+from tinynn._grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from tinynn._random import default_generator, manual_seed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "default_generator", "enable_grad", "float32", "float64", "int64", "is_grad_enabled",
+    "manual_seed", "nn", "no_grad", "optim", "set_grad_enabled", "utils",
+]

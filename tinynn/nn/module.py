@@ -1,0 +1,281 @@
+"""Module: the base class of every layer, with a hand-written ``backward`` instead of autograd.
+
+The protocol every module follows:
+
+* ``forward(input)`` computes the output and, in grad mode, calls ``save_for_backward(...)``
+  with whatever its backward will need (the input, a mask, the im2col columns...).
+* ``backward(grad_output, needs_input_grad=True)`` reads those values back with
+  ``saved_tensors()``, ADDS each parameter's gradient into ``param.grad`` (so gradients accumulate
+  as in torch) and returns dL/d(input). With ``needs_input_grad=False`` it may skip that work and
+  return ``None``: torch does the same for an input that does not require grad, such as a batch
+  of images entering the first layer.
+
+Each forward can be backpropagated once: the saved values are released by the backward, as torch
+frees its graph. A module called twice before one backward only remembers the second call.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from tinynn._dtype import as_float_dtype
+from tinynn._grad_mode import is_grad_enabled
+from tinynn.nn.parameter import Parameter
+
+_KEPT_NOTHING = object()  # marks "the last forward ran under no_grad"
+
+
+class _IncompatibleKeys(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    """An ndarray from an ndarray, a Parameter or a (CPU or CUDA) torch tensor."""
+    if isinstance(value, Parameter):
+        return value.data
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class Module:
+    """Base class for all tinynn layers (``torch.nn.Module`` without autograd)."""
+
+    training: bool
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_saved", None)
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
+
+    def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def save_for_backward(self, *values: Any) -> None:
+        """Keep ``values`` for the backward; under ``tinynn.no_grad()`` keep nothing."""
+        object.__setattr__(self, "_saved", values if is_grad_enabled() else _KEPT_NOTHING)
+
+    def saved_tensors(self) -> tuple[Any, ...]:
+        """Return (and release) what the last forward saved, or explain why there is nothing."""
+        saved = self._saved
+        if saved is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() was called with nothing saved: run a forward "
+                "first (each forward can be backpropagated once, as in torch)"
+            )
+        if saved is _KEPT_NOTHING:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() after a forward under tinynn.no_grad(): nothing "
+                "was kept for backward; run the forward outside no_grad()"
+            )
+        object.__setattr__(self, "_saved", None)
+        return saved
+
+    # ------------------------------------------------------------------ registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        params = self.__dict__.get("_parameters")
+        modules = self.__dict__.get("_modules")
+        if isinstance(value, (Parameter, Module)) and params is None:
+            raise AttributeError("cannot assign parameters or modules before Module.__init__() call")
+        if isinstance(value, Parameter):
+            self.__dict__.pop(name, None)
+            modules.pop(name, None)
+            params[name] = value
+        elif isinstance(value, Module):
+            self.__dict__.pop(name, None)
+            params.pop(name, None)
+            modules[name] = value
+        elif params is not None and name in params:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as parameter '{name}' "
+                    "(tinynn.nn.Parameter or None expected)"
+                )
+            params[name] = None
+        elif modules is not None and name in modules:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as child module '{name}' "
+                    "(tinynn.nn.Module or None expected)"
+                )
+            modules[name] = None
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: parameters and children live in their dicts.
+        d = self.__dict__
+        if "_parameters" in d and name in d["_parameters"]:
+            return d["_parameters"][name]
+        if "_modules" in d and name in d["_modules"]:
+            return d["_modules"][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name: str) -> None:
+        if name in self._parameters:
+            del self._parameters[name]
+        elif name in self._modules:
+            del self._modules[name]
+        else:
+            object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}'")
+        self._parameters[name] = param
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
+        if "." in name or name == "":
+            raise KeyError(f'module name can\'t contain ".", got: {name!r}' if name else "module name can't be empty")
+        self._modules[name] = module
+
+    register_module = add_module
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator[Module]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        for name, child in self._modules.items():
+            if child is not None:
+                yield name, child
+
+    def children(self) -> Iterator[Module]:
+        for _, child in self.named_children():
+            yield child
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, Parameter) pairs in registration order; a shared Parameter appears once."""
+        seen: set[int] = set()
+        modules = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for module_prefix, module in modules:
+            for name, param in module._parameters.items():
+                if param is None or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                yield (f"{module_prefix}.{name}" if module_prefix else name), param
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def apply(self, fn: Callable[[Module], None]) -> Module:
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
+        """Parameter arrays by torch's dotted names (``0.weight``); the arrays are shared, not copied."""
+        return OrderedDict((name, param.data) for name, param in self.named_parameters())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> _IncompatibleKeys:
+        """Copy values into the existing parameter arrays (keeping their dtype).
+
+        Values may be ndarrays or torch tensors. Shape mismatches are always errors; missing and
+        unexpected keys are errors when ``strict``. Everything is checked before anything is
+        written, so a failed load leaves the module unchanged.
+        """
+        own = dict(self.named_parameters())
+        missing = [key for key in own if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in own]
+        errors = []
+        if strict and unexpected:
+            errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+        if strict and missing:
+            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
+        values = {}
+        for key, param in own.items():
+            if key not in state_dict:
+                continue
+            value = _as_numpy(state_dict[key])
+            if value.shape != param.shape:
+                errors.append(
+                    f"size mismatch for {key}: copying a param with shape {value.shape} from checkpoint, "
+                    f"the shape in current model is {param.shape}."
+                )
+            values[key] = value
+        if errors:
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
+            )
+        for key, value in values.items():
+            np.copyto(own[key].data, value, casting="unsafe")
+        return _IncompatibleKeys(missing, unexpected)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.parameters():
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad[...] = 0
+
+    def train(self, mode: bool = True) -> Module:
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def to(self, dtype: Any) -> Module:
+        """Cast every floating parameter (and its grad) to ``dtype``; ``"cpu"`` is accepted as a no-op."""
+        if isinstance(dtype, str) and dtype == "cpu":
+            return self
+        target = as_float_dtype(dtype)
+        for param in self.parameters():
+            param.data = param.data.astype(target, copy=False)
+            if param.grad is not None:
+                param.grad = param.grad.astype(target, copy=False)
+        return self
+
+    def double(self) -> Module:
+        return self.to(np.float64)
+
+    def float(self) -> Module:
+        return self.to(np.float32)
+
+    # ------------------------------------------------------------------ printing
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = []
+        extra = self.extra_repr()
+        if extra:
+            lines = extra.split("\n")
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"({name}): {child_repr}")
+        main = type(self).__name__ + "("
+        if lines:
+            if len(lines) == 1 and not self._modules:
+                main += lines[0]
+            else:
+                main += "\n  " + "\n  ".join(lines) + "\n"
+        return main + ")"

@@ -1,0 +1,5 @@
+"""STUB: being written."""
+
+
+class Optimizer:
+    pass

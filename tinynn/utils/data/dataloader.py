@@ -1,0 +1,9 @@
+"""STUB: being written."""
+
+
+class DataLoader:
+    pass
+
+
+def default_collate(batch):
+    raise NotImplementedError

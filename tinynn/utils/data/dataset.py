@@ -1,0 +1,9 @@
+"""STUB: being written."""
+
+
+class Dataset:
+    pass
+
+
+class TensorDataset(Dataset):
+    pass
