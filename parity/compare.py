@@ -15,7 +15,7 @@ def to_numpy(value: Any) -> np.ndarray:
     """An ndarray from an ndarray, a tinynn Parameter, a Python number or a torch tensor (any device)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         return value.detach().cpu().numpy()
-    if hasattr(value, "data") and isinstance(getattr(value, "data"), np.ndarray):
+    if hasattr(value, "data") and isinstance(value.data, np.ndarray):
         return value.data
     return np.asarray(value)
 

@@ -46,7 +46,7 @@ def random_grad(rng: np.random.Generator, shape: tuple[int, ...], dtype: type = 
     return rng.uniform(-2.0, 2.0, size=shape).astype(dtype)
 
 
-def torch_tensor(array: np.ndarray, requires_grad: bool = False):  # noqa: ANN201 - torch is optional
+def torch_tensor(array: np.ndarray, requires_grad: bool = False):
     import torch
 
     tensor = torch.tensor(np.array(array))

@@ -16,10 +16,12 @@ _TORCH_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int
 
 def as_float_dtype(dtype: Any) -> np.dtype:
     """Turn ``np.float64``, ``"float64"`` or a torch dtype into a NumPy floating dtype, or raise."""
-    name = str(dtype).replace("torch.", "")
-    name = {"float": "float32", "double": "float64", "half": "float16"}.get(name, name)
+    if not isinstance(dtype, (str, np.dtype, type)):  # a torch.dtype prints as "torch.float64"
+        dtype = str(dtype).replace("torch.", "")
+    if isinstance(dtype, str):
+        dtype = {"float": "float32", "double": "float64", "half": "float16"}.get(dtype, dtype)
     try:
-        result = np.dtype(name)
+        result = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"expected a floating dtype such as tinynn.float32, got {dtype!r}") from None
     if result.kind != "f":

@@ -23,7 +23,7 @@ def flatten(input: np.ndarray, start_dim: int = 0, end_dim: int = -1) -> np.ndar
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
     shape = input.shape
-    return input.reshape(shape[:start] + (-1,) + shape[end + 1:]) if input.ndim else input.reshape(1)
+    return input.reshape((*shape[:start], -1, *shape[end + 1:])) if input.ndim else input.reshape(1)
 
 
 class Flatten(Module):

@@ -1,0 +1,275 @@
+"""The Module protocol: registration, traversal, state_dict, grad mode, dtype casts, containers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import tinynn
+from parity.compare import assert_close
+from parity.tolerances import TORCH_F64_RTOL
+from tests.helpers import check_grad, random_array, random_grad
+from tinynn import nn
+
+
+class Scale(nn.Module):
+    """y = x * w (w per feature): the smallest module with a parameter and a hand-written backward."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(np.arange(1, features + 1, dtype=np.float32))
+
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        self.save_for_backward(input)
+        return input * self.weight.data
+
+    def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
+        (input,) = self.saved_tensors()
+        self.weight.accumulate_grad((grad_output * input).sum(0))
+        return grad_output * self.weight.data if needs_input_grad else None
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = Scale(3)
+        self.body = nn.Sequential(Scale(3), nn.Sequential(Scale(3)))
+        self.bias = nn.Parameter(np.zeros(3, dtype=np.float32))
+
+
+def test_parameters_are_registered_in_order_with_torch_dotted_names():
+    net = Net()
+    names = [name for name, _ in net.named_parameters()]
+    assert names == ["bias", "scale.weight", "body.0.weight", "body.1.0.weight"]
+    assert list(net.state_dict()) == names
+    assert [type(m).__name__ for m in net.modules()] == ["Net", "Scale", "Sequential", "Scale", "Sequential", "Scale"]
+    assert [name for name, _ in net.named_children()] == ["scale", "body"]
+
+
+def test_state_dict_keys_match_torch_for_the_same_structure():
+    torch_model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    model = nn.Sequential(Scale(2), nn.Sequential(Scale(2)))
+    assert [k.rsplit(".", 1)[0] for k in model.state_dict()] == [
+        k.rsplit(".", 1)[0] for k in torch_model.state_dict() if k.endswith("weight")
+    ]
+
+
+def test_shared_parameter_is_listed_once():
+    net = Net()
+    net.body[0].weight = net.scale.weight
+    assert sum(p is net.scale.weight for p in net.parameters()) == 1
+
+
+def test_assigning_a_non_parameter_over_a_parameter_is_a_type_error():
+    net = Net()
+    with pytest.raises(TypeError, match="cannot assign 'ndarray' as parameter 'bias'"):
+        net.bias = np.zeros(3)
+    net.bias = None
+    assert "bias" not in dict(net.named_parameters())
+
+
+def test_load_state_dict_copies_values_into_existing_arrays_keeping_dtype():
+    net = Net()
+    before = net.scale.weight.data
+    state = {k: np.full(v.shape, 7.0, dtype=np.float64) for k, v in net.state_dict().items()}
+    result = net.load_state_dict(state)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert net.scale.weight.data is before
+    assert net.scale.weight.dtype == np.float32
+    assert np.all(net.scale.weight.data == 7.0)
+
+
+def test_load_state_dict_accepts_torch_tensors():
+    net = Net()
+    state = {k: torch.full(v.shape, 3.0) for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    assert all(np.all(p.data == 3.0) for p in net.parameters())
+
+
+def test_load_state_dict_names_missing_and_unexpected_keys_and_changes_nothing():
+    net = Net()
+    snapshot = {k: v.copy() for k, v in net.state_dict().items()}
+    state = {k: v + 1 for k, v in net.state_dict().items() if k != "bias"}
+    state["extra.weight"] = np.zeros(3)
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "extra.weight"') as info:
+        net.load_state_dict(state)
+    assert 'Missing key(s) in state_dict: "bias"' in str(info.value)
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, snapshot[key])
+    result = net.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["bias"] and result.unexpected_keys == ["extra.weight"]
+
+
+def test_load_state_dict_shape_mismatch_is_an_error_even_when_not_strict():
+    net = Net()
+    state = dict(net.state_dict())
+    state["scale.weight"] = np.zeros(4)
+    with pytest.raises(RuntimeError, match=r"size mismatch for scale.weight: copying a param with shape \(4,\)"):
+        net.load_state_dict(state, strict=False)
+
+
+def test_backward_adds_into_grad_and_zero_grad_clears_it():
+    model = Scale(3)
+    x = np.array([[1.0, -2.0, 0.0]], dtype=np.float32)
+    grad_output = np.array([[0.5, 1.5, -1.0]], dtype=np.float32)
+    model(x)
+    model.backward(grad_output)
+    first = model.weight.grad.copy()
+    model(x)
+    model.backward(grad_output)
+    np.testing.assert_array_equal(model.weight.grad, 2 * first)
+    model.zero_grad(set_to_none=False)
+    np.testing.assert_array_equal(model.weight.grad, np.zeros(3, dtype=np.float32))
+    model.zero_grad()
+    assert model.weight.grad is None
+
+
+def test_backward_before_forward_is_a_clear_error():
+    with pytest.raises(RuntimeError, match=r"Scale.backward\(\) was called with nothing saved: run a forward"):
+        Scale(3).backward(np.ones((1, 3), dtype=np.float32))
+
+
+def test_second_backward_of_one_forward_is_an_error_like_torch():
+    model = Scale(3)
+    model(np.ones((1, 3), dtype=np.float32))
+    model.backward(np.ones((1, 3), dtype=np.float32))
+    with pytest.raises(RuntimeError, match="nothing saved"):
+        model.backward(np.ones((1, 3), dtype=np.float32))
+
+
+def test_backward_after_no_grad_forward_is_a_clear_error():
+    model = Scale(3)
+    with tinynn.no_grad():
+        assert not tinynn.is_grad_enabled()
+        model(np.ones((1, 3), dtype=np.float32))
+    assert tinynn.is_grad_enabled()
+    with pytest.raises(RuntimeError, match=r"after a forward under tinynn.no_grad\(\)"):
+        model.backward(np.ones((1, 3), dtype=np.float32))
+
+
+def test_no_grad_works_as_decorator_and_restores_on_exception():
+    @tinynn.no_grad()
+    def inside() -> bool:
+        return tinynn.is_grad_enabled()
+
+    assert inside() is False and tinynn.is_grad_enabled()
+    with pytest.raises(ValueError), tinynn.no_grad():
+        raise ValueError
+    assert tinynn.is_grad_enabled()
+    with tinynn.no_grad(), tinynn.enable_grad():
+        assert tinynn.is_grad_enabled()
+
+
+def test_train_and_eval_set_every_submodule():
+    net = Net()
+    assert net.training
+    net.eval()
+    assert not any(m.training for m in net.modules())
+    net.train()
+    assert all(m.training for m in net.modules())
+
+
+def test_double_float_and_to_cast_parameters_and_grads():
+    model = Scale(3)
+    model.weight.grad = np.ones(3, dtype=np.float32)
+    param = model.weight
+    assert model.double() is model
+    assert param.dtype == np.float64 and param.grad.dtype == np.float64
+    assert model.weight is param  # the optimizer's reference stays valid
+    model.float()
+    assert param.dtype == np.float32
+    model.to(tinynn.float64)
+    assert param.dtype == np.float64
+    model.to("float32")
+    assert param.dtype == np.float32
+    with pytest.raises(TypeError, match="expected a floating dtype"):
+        model.to(np.int64)
+
+
+def test_parameter_rejects_integer_data_and_reports_shape_and_dtype():
+    p = nn.Parameter(np.zeros((2, 3), dtype=np.float32))
+    assert p.shape == (2, 3) and p.dtype == np.float32 and p.grad is None and p.numel() == 6
+    with pytest.raises(TypeError, match="only floating-point arrays can require gradients, got int64"):
+        nn.Parameter(np.zeros(3, dtype=np.int64))
+
+
+def test_sequential_indexing_len_and_backward_chain_match_finite_differences():
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(Scale(4), nn.Flatten(0), nn.Lambda(lambda x: x.reshape(2, 4)), Scale(4)).double()
+    model[0].weight.data[:] = rng.standard_normal(4)
+    model[3].weight.data[:] = rng.standard_normal(4)
+    assert len(model) == 4 and isinstance(model[-1], Scale) and len(model[1:]) == 3
+    assert list(dict(model[1:].named_children())) == ["1", "2", "3"]
+    x = random_array(rng, (2, 4))
+    grad_output = random_grad(rng, (2, 4))
+    model(x)
+    grad_input = model.backward(grad_output)
+    check_grad(lambda v: model(v), x, grad_output, grad_input)
+
+
+def test_sequential_passes_needs_input_grad_to_its_first_child_only():
+    model = nn.Sequential(Scale(3), Scale(3))
+    model(np.ones((2, 3), dtype=np.float32))
+    assert model.backward(np.ones((2, 3), dtype=np.float32), needs_input_grad=False) is None
+    assert model[0].weight.grad is not None
+
+
+def test_lambda_reshape_gets_a_reshape_backward():
+    view = nn.Lambda(lambda x: x.reshape(-1, 1, 2, 2))
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    assert view(x).shape == (2, 1, 2, 2)
+    grad = np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2) * 2
+    np.testing.assert_array_equal(view.backward(grad), grad.reshape(2, 4))
+
+
+@pytest.mark.parametrize("func", [lambda x: x.T, lambda x: x * 2, lambda x: x[:, ::-1]])
+def test_lambda_that_is_not_a_reshape_refuses_backward_without_an_explicit_one(func):
+    layer = nn.Lambda(func)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = layer(x)
+    with pytest.raises(RuntimeError, match=r"not a pure reshape of its input of shape \(2, 3\).*pass backward="):
+        layer.backward(np.ones_like(out))
+
+
+def test_lambda_with_explicit_backward_uses_it():
+    layer = nn.Lambda(lambda x: x * 3, backward=lambda grad_output, input: grad_output * 3)
+    layer(np.ones(2))
+    np.testing.assert_array_equal(layer.backward(np.array([1.0, 2.0])), [3.0, 6.0])
+
+
+@pytest.mark.parametrize("start_dim,end_dim", [(1, -1), (0, -1), (1, 2), (-3, -2), (2, 3)])
+def test_flatten_matches_torch(start_dim, end_dim):
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 5))
+    layer = nn.Flatten(start_dim, end_dim)
+    expected = torch.nn.Flatten(start_dim, end_dim)(torch.tensor(x))
+    assert_close(layer(x), expected, rtol=TORCH_F64_RTOL, name="flatten")
+    assert layer.backward(np.ones(tuple(expected.shape))).shape == x.shape
+
+
+def test_flatten_rejects_start_after_end():
+    with pytest.raises(RuntimeError, match="start_dim cannot come after end_dim"):
+        nn.Flatten(2, 1)(np.zeros((2, 3, 4)))
+
+
+def test_repr_nests_like_torch():
+    model = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Flatten(0, 1)))
+    expected = repr(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Sequential(torch.nn.Flatten(0, 1))))
+    assert repr(model) == expected
+
+
+def test_manual_seed_makes_init_reproducible():
+    tinynn.manual_seed(3)
+    a = nn.init.uniform_(np.empty(5, dtype=np.float32), -1.0, 1.0)
+    tinynn.manual_seed(3)
+    b = nn.init.uniform_(np.empty(5, dtype=np.float32), -1.0, 1.0)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and np.all(np.abs(a) <= 1.0)
+
+
+def test_kaiming_uniform_bound_is_one_over_sqrt_fan_in_for_torch_default_a():
+    weight = np.empty((200, 50, 3, 3), dtype=np.float32)
+    nn.init.kaiming_uniform_(weight, a=np.sqrt(5.0))
+    bound = 1 / np.sqrt(50 * 9)
+    assert np.abs(weight).max() <= bound
+    assert np.abs(weight).max() > 0.99 * bound
