@@ -58,7 +58,7 @@ def assert_close(actual: Any, expected: Any, *, rtol: float, atol: float = 0.0,
         index = np.unravel_index(int(np.argmax(nan_a != nan_e)), a.shape)
         raise AssertionError(f"{name}: NaN mismatch at index {index}: {a64[index]!r} vs expected {e64[index]!r}")
     a64, e64 = np.where(nan_a, 0.0, a64), np.where(nan_e, 0.0, e64)
-    diff = np.abs(a64 - e64)
+    diff = np.asarray(np.abs(a64 - e64))  # an array even for 0-d inputs (losses), so it can be masked
     same_inf = np.isinf(a64) & (a64 == e64)
     diff[same_inf] = 0.0
     finite_e = np.where(np.isinf(e64), 0.0, e64)
