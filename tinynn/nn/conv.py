@@ -1,14 +1,337 @@
-"""STUB: being written."""
+"""2-D convolution: im2col forward, hand-written backward, and the ``Conv2d`` module.
+
+With the im2col matrix ``cols`` (one row per output pixel, one column per (kernel offset,
+input channel)) a convolution is one matrix product per group::
+
+    Y = cols @ W.T + b          cols: (N*Ho*Wo, kh*kw*C/g), W: (O/g, kh*kw*C/g)
+    dW = dY.T @ cols            dY: (N*Ho*Wo, O/g)
+    db = dY.sum(0)
+    dcols = dY @ W, then dX = col2im(dcols): each column adds back into the input pixel it was read from
+
+Activations are kept channels-last in memory (see ``_window``): the output is the
+``(N*Ho*Wo, O)`` matrix product viewed as ``(N, O, Ho, Wo)``, so the next layer reads it without
+a transpose copy. The slow loop version of the same maths is ``_reference.conv2d_reference``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from tinynn._dtype import as_float_dtype, torch_name
+from tinynn.nn import init
+from tinynn.nn._window import (
+    Pads,
+    Workspace,
+    add_windows,
+    as_nchw,
+    channels_last,
+    empty,
+    pad_channels_last,
+    pair,
+    windows,
+)
 from tinynn.nn.module import Module
+from tinynn.nn.parameter import Parameter
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    raise NotImplementedError
+class ConvGeometry(NamedTuple):
+    """Normalised arguments of one convolution; ``pads`` are (top, bottom, left, right)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pads: Pads
+    dilation: tuple[int, int]
+    groups: int
+    out_size: tuple[int, int]
 
 
-def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1):
-    raise NotImplementedError
+def _conv_pair(value: Any, name: str) -> tuple[int, int]:
+    shown = list(value) if isinstance(value, (tuple, list)) else value
+    return pair(value, f"expected {name} to be a single integer value or a list of 2 values to match the "
+                       f"convolution dimensions, but got {name}={shown}")
+
+
+def conv_geometry(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: Any, padding: Any,
+                  dilation: Any, groups: int, bias_shape: tuple[int, ...] | None = None) -> ConvGeometry:
+    """Check a conv2d call as torch does (same messages) and normalise its arguments.
+
+    ``input_shape`` is 4-D (batched). Output size per dim: ``(H + pads - d*(k-1) - 1) // s + 1``.
+    """
+    stride, dilation = _conv_pair(stride, "stride"), _conv_pair(dilation, "dilation")
+    if len(weight_shape) != 4:
+        raise RuntimeError(f"conv2d: expected a 4-D weight (out_channels, in_channels/groups, kH, kW), "
+                           f"got weight of size {list(weight_shape)}")
+    kernel = (int(weight_shape[2]), int(weight_shape[3]))
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise RuntimeError(f"Invalid padding string: {padding!r}, should be one of {{'valid', 'same'}}")
+        if padding == "same" and any(s != 1 for s in stride):
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
+        # torch pads 'same' by d*(k-1) in all, the odd one extra at the bottom/right.
+        total = [d * (k - 1) if padding == "same" else 0 for d, k in zip(dilation, kernel)]
+        pads = (total[0] // 2, total[0] - total[0] // 2, total[1] // 2, total[1] - total[1] // 2)
+    else:
+        pad_h, pad_w = _conv_pair(padding, "padding")
+        pads = (pad_h, pad_h, pad_w, pad_w)
+    if any(p < 0 for p in pads):
+        raise RuntimeError("negative padding is not supported")
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"non-positive stride is not supported, got stride={list(stride)}")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"dilation should be greater than zero, but got dilation={list(dilation)}")
+    if not isinstance(groups, (int, np.integer)) or groups <= 0:
+        raise RuntimeError(f"non-positive groups is not supported, got groups={groups}")
+    groups = int(groups)
+    if weight_shape[0] < groups or weight_shape[0] % groups:
+        raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+                           f"but got weight of size {list(weight_shape)} instead")
+    if input_shape[1] != weight_shape[1] * groups:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(weight_shape)}, expected input{list(input_shape)} to "
+            f"have {weight_shape[1] * groups} channels, but got {input_shape[1]} channels instead"
+        )
+    if bias_shape is not None and tuple(bias_shape) != (weight_shape[0],):
+        raise RuntimeError(f"Given weight of size {list(weight_shape)}, expected bias to be 1-dimensional with "
+                           f"{weight_shape[0]} elements, but got bias of size {list(bias_shape)} instead")
+    padded = (input_shape[2] + pads[0] + pads[1], input_shape[3] + pads[2] + pads[3])
+    dilated = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
+    if padded[0] < dilated[0] or padded[1] < dilated[1]:
+        raise RuntimeError(
+            f"Calculated padded input size per channel: ({padded[0]} x {padded[1]}). Kernel size: "
+            f"({dilated[0]} x {dilated[1]}). Kernel size can't be greater than actual input size"
+        )
+    out_size = ((padded[0] - dilated[0]) // stride[0] + 1, (padded[1] - dilated[1]) // stride[1] + 1)
+    return ConvGeometry(kernel, stride, pads, dilation, groups, out_size)
+
+
+def _batched(input: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Accept 3-D (unbatched) input as torch does; return the 4-D view and whether it was 3-D."""
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "
+                           f"{list(input.shape)}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"conv2d: expected a floating-point input, got {input.dtype}")
+    if weight.dtype != input.dtype:
+        raise RuntimeError(f"expected scalar type {torch_name(input.dtype)} but found {torch_name(weight.dtype)} "
+                           "(conv2d: input and weight must have the same dtype)")
+    return (input[None], True) if input.ndim == 3 else (input, False)
+
+
+def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | None = None) -> np.ndarray:
+    """Columns of a batched ``(N, C, H, W)`` input: shape ``(N*Ho*Wo, groups, kh*kw*C/groups)``.
+
+    ``cols[n*Ho*Wo + oh*Wo + ow, g, (i*kw + j)*C/g + c] = x_padded[n, g*C/g + c, oh*sh + i*dh, ow*sw + j*dw]``.
+    The window view is free; filling ``cols`` is the one copy.
+    """
+    batch, channels, height, width = input.shape
+    groups, (kernel_h, kernel_w), (out_h, out_w) = geometry.groups, geometry.kernel, geometry.out_size
+    top, bottom, left, right = geometry.pads
+    if any(geometry.pads):
+        padded_shape = (batch, height + top + bottom, width + left + right, channels)
+        padded = pad_channels_last(input, geometry.pads, out=empty(padded_shape, input.dtype, workspace, "padded"))
+    else:
+        padded = channels_last(input)
+    per_group = channels // groups
+    cols = empty((batch, out_h, out_w, groups, kernel_h, kernel_w, per_group), input.dtype, workspace, "cols")
+    view = windows(padded, geometry.kernel, geometry.stride, geometry.dilation, geometry.out_size)
+    if kernel_w * per_group >= out_w:
+        # One copy of the whole window view; its innermost contiguous run is a window row (kw*C values).
+        np.copyto(cols, view.reshape(*view.shape[:5], groups, per_group).transpose(0, 1, 2, 5, 3, 4, 6))
+    else:
+        # Few channels (a grayscale first layer): window rows are too short for NumPy's inner loop,
+        # so copy one kernel offset at a time, a whole output row per inner loop.
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                np.copyto(cols[:, :, :, :, i, j], view[:, :, :, i, j].reshape(batch, out_h, out_w, groups, per_group))
+    return cols.reshape(batch * out_h * out_w, groups, kernel_h * kernel_w * per_group)
+
+
+def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
+    """``(O, C/g, kh, kw) -> (g, O/g, kh*kw*C/g)``, columns in the order of ``im2col``'s."""
+    out_channels = weight.shape[0]
+    per_group = weight.reshape(groups, out_channels // groups, *weight.shape[1:])
+    return np.ascontiguousarray(per_group.transpose(0, 1, 3, 4, 2)).reshape(groups, out_channels // groups, -1)
+
+
+def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: ConvGeometry,
+                   workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(output, cols)`` for a batched input; ``Conv2d`` keeps ``cols`` for the backward's dW."""
+    cols = im2col(input, geometry, workspace)
+    rows, groups = cols.shape[:2]
+    out_channels = weight.shape[0]
+    output = np.empty((rows, groups, out_channels // groups), dtype=input.dtype)
+    # Y[:, g] = cols[:, g] @ W[g].T for every group in one batched matmul, written in place.
+    np.matmul(cols.transpose(1, 0, 2), _weight_matrix(weight, groups).transpose(0, 2, 1),
+              out=output.transpose(1, 0, 2))
+    if bias is not None:
+        # Added to whole output rows (Wo*O values) at a time: NumPy's inner loop over only O values is slow.
+        out_w = geometry.out_size[1]
+        output.reshape(-1, out_w * out_channels)[...] += np.tile(bias, out_w)
+    return as_nchw(output.reshape(input.shape[0], *geometry.out_size, out_channels)), cols
+
+
+def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: Any = 1,
+           padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+    """2-D cross-correlation, like ``torch.nn.functional.conv2d``.
+
+    Shapes: input (N, C, H, W) or (C, H, W), weight (O, C/groups, kh, kw), bias (O,) ->
+    output (N, O, Ho, Wo), stored channels-last. ``padding`` may be an int, a pair, 'valid' or 'same'.
+    """
+    batched, unbatched = _batched(input, weight)
+    geometry = conv_geometry(batched.shape, weight.shape, stride, padding, dilation, groups,
+                             None if bias is None else bias.shape)
+    if bias is not None and bias.dtype != input.dtype:
+        raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
+    output, _ = conv2d_forward(batched, weight, bias, geometry)
+    return output[0] if unbatched else output
+
+
+def conv2d_backward_from_cols(grad_output: np.ndarray, cols: np.ndarray, weight: np.ndarray,
+                              input_shape: tuple[int, ...], geometry: ConvGeometry, has_bias: bool = True,
+                              needs_input_grad: bool = True, overwrite_cols: bool = False
+                              ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """The backward of a batched conv2d given the forward's ``cols``; see ``conv2d_backward``.
+
+    With ``overwrite_cols`` the columns' memory is reused for dX's per-offset blocks once dW is done.
+    """
+    batch, channels = input_shape[:2]
+    out_channels, groups, (kernel_h, kernel_w) = weight.shape[0], geometry.groups, geometry.kernel
+    rows = cols.shape[0]
+    # A free view when grad_output is channels-last in memory, as the forward produced it.
+    grad_matrix = channels_last(grad_output).reshape(rows, groups, out_channels // groups)
+    # db = 1.T @ dY: a matrix-vector product (BLAS), several times faster than .sum(axis=0) on rows.
+    grad_bias = np.ones(rows, dtype=cols.dtype) @ grad_matrix.reshape(rows, out_channels) if has_bias else None
+    # dW[g].T = cols[:, g].T @ dY[:, g]: (kh*kw*C/g, O/g), rows ordered (i, j, c) as in im2col.
+    grad_weight = np.matmul(cols.transpose(1, 2, 0), grad_matrix.transpose(1, 0, 2))
+    grad_weight = grad_weight.reshape(groups, kernel_h, kernel_w, channels // groups, out_channels // groups)
+    grad_weight = np.ascontiguousarray(grad_weight.transpose(0, 4, 3, 1, 2)).reshape(weight.shape)
+    if not needs_input_grad:
+        return None, grad_weight, grad_bias
+    # dcols = dY @ W, one (N*Ho*Wo, C) block per kernel offset (i, j): contiguous blocks make the
+    # col2im adds run along whole rows. weight_offsets[g, i*kw + j] = W[g-th O/g, :, i, j].
+    per_group = channels // groups
+    weight_offsets = np.ascontiguousarray(
+        weight.reshape(groups, out_channels // groups, per_group, kernel_h * kernel_w).transpose(0, 3, 1, 2))
+    offsets_shape = (kernel_h * kernel_w, rows, groups, per_group)
+    grad_offsets = cols.reshape(offsets_shape) if overwrite_cols else np.empty(offsets_shape, dtype=cols.dtype)
+    np.matmul(grad_matrix.transpose(1, 0, 2)[:, None], weight_offsets, out=grad_offsets.transpose(2, 0, 1, 3))
+    grad_input = np.zeros((batch, *input_shape[2:], groups, per_group), dtype=cols.dtype)
+    add_windows(grad_input, grad_offsets.reshape(kernel_h, kernel_w, batch, *geometry.out_size, groups, per_group),
+                geometry.stride, geometry.dilation, geometry.pads)
+    return as_nchw(grad_input.reshape(batch, *input_shape[2:], channels)), grad_weight, grad_bias
+
+
+def conv2d_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray, stride: Any = 1,
+                    padding: Any = 0, dilation: Any = 1, groups: int = 1, has_bias: bool = True,
+                    needs_input_grad: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Gradients of ``conv2d``: ``(grad_input, grad_weight, grad_bias)``.
+
+    Per group, with dY the ``(N*Ho*Wo, O/g)`` matrix of ``grad_output``: ``dW = dY.T @ cols``,
+    ``db = dY.sum(0)``, ``dX = col2im(dY @ W)``. ``grad_input`` is None when ``needs_input_grad``
+    is False (the work is skipped), ``grad_bias`` when ``has_bias`` is False.
+    """
+    batched, unbatched = _batched(input, weight)
+    if unbatched:
+        grad_output = grad_output[None]
+    geometry = conv_geometry(batched.shape, weight.shape, stride, padding, dilation, groups)
+    expected = (batched.shape[0], weight.shape[0], *geometry.out_size)
+    if grad_output.shape != expected:
+        raise RuntimeError(f"conv2d_backward: expected grad_output of size {list(expected)}, "
+                           f"got {list(grad_output.shape)}")
+    if grad_output.dtype != input.dtype:
+        raise RuntimeError(f"conv2d_backward: grad_output dtype {grad_output.dtype} != input dtype {input.dtype}")
+    grad_input, grad_weight, grad_bias = conv2d_backward_from_cols(
+        grad_output, im2col(batched, geometry), weight, batched.shape, geometry, has_bias, needs_input_grad,
+        overwrite_cols=True)
+    if unbatched and grad_input is not None:
+        grad_input = grad_input[0]
+    return grad_input, grad_weight, grad_bias
 
 
 class Conv2d(Module):
-    pass
+    """Applies a 2-D convolution over a (N, C, H, W) input, like ``torch.nn.Conv2d``.
+
+    ``weight``: (out_channels, in_channels/groups, kh, kw), ``bias``: (out_channels,), both
+    initialised as torch does: uniform in +-1/sqrt(fan_in), fan_in = in_channels/groups*kh*kw.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        if not isinstance(groups, (int, np.integer)) or groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        if in_channels % groups:
+            raise ValueError("in_channels must be divisible by groups")
+        if out_channels % groups:
+            raise ValueError("out_channels must be divisible by groups")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"Invalid padding string {padding!r}, should be one of {{'same', 'valid'}}")
+            if padding == "same" and _conv_pair(stride, "stride") != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+        valid_modes = {"zeros", "reflect", "replicate", "circular"}
+        if padding_mode not in valid_modes:
+            raise ValueError(f"padding_mode must be one of {valid_modes}, but got padding_mode={padding_mode!r}")
+        if padding_mode != "zeros":
+            raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not implemented in tinynn; "
+                                      "only 'zeros' is")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, int(groups)
+        self.kernel_size = _conv_pair(kernel_size, "kernel_size")
+        self.stride = _conv_pair(stride, "stride")
+        self.padding = padding if isinstance(padding, str) else _conv_pair(padding, "padding")
+        self.dilation = _conv_pair(dilation, "dilation")
+        self.padding_mode = padding_mode
+        float_dtype = as_float_dtype(dtype if dtype is not None else np.float32)
+        self.weight = Parameter(np.empty((out_channels, in_channels // groups, *self.kernel_size), dtype=float_dtype))
+        self.bias = Parameter(np.empty(out_channels, dtype=float_dtype)) if bias else None
+        self._workspace = Workspace()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        weight = self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        batched, unbatched = _batched(input, weight)
+        geometry = conv_geometry(batched.shape, weight.shape, self.stride, self.padding, self.dilation, self.groups)
+        output, cols = conv2d_forward(batched, weight, bias, geometry, self._workspace)
+        self.save_for_backward(cols, batched.shape, geometry, unbatched)
+        return output[0] if unbatched else output
+
+    def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
+        cols, input_shape, geometry, unbatched = self.saved_tensors()
+        if unbatched:
+            grad_output = grad_output[None]
+        # cols lives in this module's workspace, so the backward may overwrite it.
+        grad_input, grad_weight, grad_bias = conv2d_backward_from_cols(
+            grad_output, cols, self.weight.data, input_shape, geometry, has_bias=self.bias is not None,
+            needs_input_grad=needs_input_grad, overwrite_cols=True)
+        self.weight.accumulate_grad(grad_weight)
+        if self.bias is not None:
+            self.bias.accumulate_grad(grad_bias)
+        if grad_input is None:
+            return None
+        return grad_input[0] if unbatched else grad_input
+
+    def extra_repr(self) -> str:
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode}"
+        return text

@@ -1,0 +1,319 @@
+"""Issue 3's figures: tinynn's convolution against torch CPU, in one process, on the same cores.
+
+* W2, the tutorial CNN train step: Conv2d(1,16,3,2,1)-ReLU-Conv2d(16,16,3,2,1)-ReLU-
+  Conv2d(16,10,3,2,1)-ReLU-AdaptiveAvgPool2d(1)-Flatten, cross-entropy, SGD(lr 0.1, momentum 0.9),
+  batch 64, float32.
+* W3, the wide layer: input (64, 16, 32, 32), Conv2d(16, 64, 3, padding=1), forward + backward.
+* Peak memory of one MNIST-sized epoch (50,000 samples) of W2, each framework in its own
+  subprocess: growth of the resident set above what the process held before its first step.
+
+Timing: blocks of steps, tinynn and torch alternating (the order flips every round), and the
+ratio tinynn/torch taken per round, then the median over rounds, so that a busy spell of a shared
+machine falls on both. Both libraries keep worker threads that spin for a while after their last
+parallel call (OpenBLAS's for about 0.1 s); a short sleep before each block (``settle_s``) lets
+the other library's threads go idle, so each block measures one library, not the two fighting
+over two cores. ``--settle 0`` measures them back to back instead.
+
+Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python -m benchmarks.conv_speed``
+(those two variables slow NumPy's OpenBLAS on the project's machines; ``--quick`` for a smoke run).
+The functions are importable for the general ``python -m benchmarks`` harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Step = Callable[[], Any]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------ environment
+def blas_info() -> dict[str, Any]:
+    """NumPy's BLAS as built and as loaded (OpenBLAS's own report when it can be asked), plus torch's."""
+    info: dict[str, Any] = {"numpy": np.__version__}
+    try:
+        config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["numpy_blas"] = f"{config.get('name')} {config.get('version')}"
+    except Exception:  # show_config's layout differs between NumPy versions
+        info["numpy_blas"] = "unknown"
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*"))
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                try:
+                    get_config = getattr(lib, f"{prefix}_get_config{suffix}")
+                    get_core = getattr(lib, f"{prefix}_get_corename{suffix}")
+                    get_threads = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                get_config.restype = get_core.restype = ctypes.c_char_p
+                info["openblas_config"] = get_config().decode()
+                info["openblas_core"] = get_core().decode()
+                info["openblas_threads"] = int(get_threads())
+                break
+            if "openblas_core" in info:
+                break
+    info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
+    info["OPENBLAS_L2_SIZE"] = os.environ.get("OPENBLAS_L2_SIZE")
+    import torch
+
+    info["torch"] = torch.__version__
+    info["torch_threads"] = torch.get_num_threads()
+    info["cpus"] = len(os.sched_getaffinity(0))
+    return info
+
+
+# ------------------------------------------------------------------------------------ workloads
+def tutorial_cnn_tinynn(dtype: Any = np.float32) -> Any:
+    import tinynn.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1, dtype=dtype), nn.ReLU(),
+        nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1, dtype=dtype), nn.ReLU(),
+        nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1, dtype=dtype), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+
+
+def tutorial_cnn_torch() -> Any:
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+
+
+def _batch(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, batch)
+
+
+def tinynn_train_step(model: Any, lr: float = 0.1, momentum: float = 0.9) -> Callable[[np.ndarray, np.ndarray], Any]:
+    """One SGD step of ``model`` on a batch; the first layer's input needs no gradient (as in torch)."""
+    import tinynn.nn as nn
+    from tinynn.optim import SGD
+
+    loss_fn, optimizer = nn.CrossEntropyLoss(), SGD(model.parameters(), lr=lr, momentum=momentum)
+
+    def step(images: np.ndarray, labels: np.ndarray) -> Any:
+        loss = loss_fn(model(images), labels)
+        model.backward(loss_fn.backward(), needs_input_grad=False)
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss
+
+    return step
+
+
+def torch_train_step(model: Any, lr: float = 0.1, momentum: float = 0.9) -> Callable[[Any, Any], Any]:
+    import torch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+
+    def step(images: Any, labels: Any) -> Any:
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss
+
+    return step
+
+
+def tutorial_step_tinynn(batch: int = 64, seed: int = 0) -> Step:
+    images, labels = _batch(batch, seed)
+    step = tinynn_train_step(tutorial_cnn_tinynn())
+    return lambda: step(images, labels)
+
+
+def tutorial_step_torch(batch: int = 64, seed: int = 0) -> Step:
+    import torch
+
+    images, labels = _batch(batch, seed)
+    images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
+    step = torch_train_step(tutorial_cnn_torch())
+    return lambda: step(images_t, labels_t)
+
+
+def wide_conv_tinynn(batch: int = 64, seed: int = 0) -> Step:
+    """Forward + backward of Conv2d(16, 64, 3, padding=1) on (64, 16, 32, 32); dY arrives channels-last,
+    as the forward produced Y (and as an element-wise op after it would pass it back)."""
+    import tinynn.nn as nn
+
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch, 16, 32, 32), dtype=np.float32)
+    conv = nn.Conv2d(16, 64, 3, padding=1)
+    grad_output = np.empty_like(conv(images))  # empty_like keeps the output's channels-last layout
+    grad_output[...] = rng.standard_normal(grad_output.shape, dtype=np.float32)
+
+    def step() -> Any:
+        conv(images)
+        grad_input = conv.backward(grad_output)
+        conv.zero_grad()
+        return grad_input
+
+    return step
+
+
+def wide_conv_torch(batch: int = 64, seed: int = 0) -> Step:
+    import torch
+
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.standard_normal((batch, 16, 32, 32), dtype=np.float32)).requires_grad_()
+    conv = torch.nn.Conv2d(16, 64, 3, padding=1)
+    grad_output = torch.from_numpy(rng.standard_normal((batch, 64, 32, 32), dtype=np.float32))
+
+    def step() -> Any:
+        conv(images).backward(grad_output)
+        images.grad = None
+        conv.zero_grad()
+        return None
+
+    return step
+
+
+# ------------------------------------------------------------------------------------ timing
+def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle_s: float = 0.25,
+            warmup: int = 5) -> dict[str, Any]:
+    """Seconds per step of each (median over rounds) and the median of per-round ratios tinynn/torch."""
+    for _ in range(warmup):
+        tinynn_step()
+        torch_step()
+    times: dict[str, list[float]] = {"tinynn": [], "torch": []}
+    order = [("tinynn", tinynn_step), ("torch", torch_step)]
+    for round_index in range(rounds):
+        for name, step in order if round_index % 2 == 0 else order[::-1]:
+            if settle_s:
+                time.sleep(settle_s)
+            step()  # one untimed step after the pause: caches and the allocator warm again
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[name].append((time.perf_counter() - start) / steps)
+    ratios = [a / b for a, b in zip(times["tinynn"], times["torch"])]
+    return {
+        "tinynn_s": statistics.median(times["tinynn"]), "torch_s": statistics.median(times["torch"]),
+        "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "steps_per_block": steps, "rounds": rounds, "settle_s": settle_s,
+    }
+
+
+# ------------------------------------------------------------------------------------ memory
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def epoch_memory_child(framework: str, samples: int, batch: int) -> dict[str, Any]:
+    """In this process: one epoch of the tutorial CNN; resident-set growth during it, in MiB."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    rng = np.random.default_rng(0)
+    images = rng.random((samples, 1, 28, 28), dtype=np.float32)
+    labels = rng.integers(0, 10, samples)
+    if framework == "tinynn":
+        step = tinynn_train_step(tutorial_cnn_tinynn())
+        batches = ((images[i:i + batch], labels[i:i + batch]) for i in range(0, samples, batch))
+    else:
+        step = torch_train_step(tutorial_cnn_torch())
+        images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
+        batches = ((images_t[i:i + batch], labels_t[i:i + batch]) for i in range(0, samples, batch))
+    baseline = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak, to the current RSS
+    start = time.perf_counter()
+    for images_batch, labels_batch in batches:
+        step(images_batch, labels_batch)
+    seconds = time.perf_counter() - start
+    peak = _status_kib("VmHWM")
+    return {"framework": framework, "baseline_mib": baseline / 1024, "peak_mib": peak / 1024,
+            "growth_mib": (peak - baseline) / 1024, "epoch_s": seconds}
+
+
+def epoch_memory(framework: str, samples: int = 50_000, batch: int = 64) -> dict[str, Any]:
+    """Run ``epoch_memory_child`` in a fresh interpreter (so neither library's memory is counted twice)."""
+    command = [sys.executable, "-m", "benchmarks.conv_speed", "--memory-child", framework,
+               "--samples", str(samples), "--batch", str(batch)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------ main
+def run(quick: bool = False, settle_s: float = 0.25, memory: bool = True) -> dict[str, Any]:
+    import torch
+
+    torch.manual_seed(0)
+    results: dict[str, Any] = {"blas": blas_info()}
+    steps, rounds = (10, 3) if quick else (40, 15)
+    tutorial = tutorial_step_tinynn(), tutorial_step_torch()
+    results["tutorial_step"] = compare(*tutorial, steps, rounds, settle_s)
+    if settle_s:
+        results["tutorial_step_back_to_back"] = compare(*tutorial, steps, rounds, 0.0)
+    results["wide_conv"] = compare(wide_conv_tinynn(), wide_conv_torch(), max(steps // 10, 2), rounds, settle_s)
+    if memory:
+        samples = 5_000 if quick else 50_000
+        results["epoch_memory"] = {name: epoch_memory(name, samples) for name in ("tinynn", "torch")}
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    blas = results["blas"]
+    lines = [f"numpy {blas['numpy']} ({blas.get('numpy_blas')}; loaded: {blas.get('openblas_config', '?')}, "
+             f"core {blas.get('openblas_core', '?')}, {blas.get('openblas_threads', '?')} threads), "
+             f"torch {blas['torch']} ({blas['torch_threads']} threads), {blas['cpus']} CPUs"]
+    for key in ("tutorial_step", "tutorial_step_back_to_back"):
+        if key in results:
+            step = results[key]
+            lines.append(f"W2 tutorial CNN train step: tinynn {1 / step['tinynn_s']:.0f} steps/s, torch "
+                         f"{1 / step['torch_s']:.0f} steps/s, time ratio tinynn/torch {step['ratio']:.2f} "
+                         f"(rounds {step['ratio_min']:.2f}-{step['ratio_max']:.2f}, settle {step['settle_s']} s)")
+    wide = results["wide_conv"]
+    lines.append(f"W3 wide conv fwd+bwd: tinynn {wide['tinynn_s'] * 1e3:.1f} ms, torch {wide['torch_s'] * 1e3:.1f} ms, "
+                 f"ratio {wide['ratio']:.2f} (rounds {wide['ratio_min']:.2f}-{wide['ratio_max']:.2f})")
+    for name, memory in results.get("epoch_memory", {}).items():
+        lines.append(f"epoch peak RSS growth {name}: {memory['growth_mib']:.1f} MiB "
+                     f"(baseline {memory['baseline_mib']:.0f} MiB, epoch {memory['epoch_s']:.1f} s)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repetitions and a short epoch")
+    parser.add_argument("--settle", type=float, default=0.25, help="seconds of sleep before each timed block")
+    parser.add_argument("--no-memory", action="store_true", help="skip the epoch memory subprocesses")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--memory-child", choices=["tinynn", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--samples", type=int, default=50_000, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(epoch_memory_child(args.memory_child, args.samples, args.batch)))
+        return 0
+    results = run(args.quick, args.settle, memory=not args.no_memory)
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Slow loop versions of convolution and pooling that read like their definitions.
+
+They exist for readers and for tests: the fast paths in ``conv.py`` and ``pooling.py`` are checked
+against them (and both against torch). Each loops over output pixels and kernel taps, and is
+vectorized only over the batch and channels. Inputs are batched ``(N, C, H, W)`` arrays; the
+arguments are normalised by the same checks as the fast paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tinynn.nn.conv import conv_geometry
+from tinynn.nn.pooling import adaptive_bins, pool_geometry
+
+
+def _tap(o: int, k: int, stride: int, dilation: int, pad_before: int) -> int:
+    """Input coordinate read by output ``o`` at kernel offset ``k``."""
+    return o * stride + k * dilation - pad_before
+
+
+# ---------------------------------------------------------------------------------------- conv2d
+def conv2d_reference(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: Any = 1,
+                     padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+    """``Y[n, o, oh, ow] = b[o] + sum_{c,i,j} W[o, c, i, j] * X[n, g*C/g + c, h, w]``, g the group of o.
+
+    ``h = oh*sh + i*dh - top``, ``w = ow*sw + j*dw - left``; taps outside the input read zero.
+    """
+    batch, channels, height, width = input.shape
+    geo = conv_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
+    out_per_group, in_per_group = weight.shape[0] // groups, channels // groups
+    output = np.zeros((batch, weight.shape[0], *geo.out_size), dtype=input.dtype)
+    for oh in range(geo.out_size[0]):
+        for ow in range(geo.out_size[1]):
+            for i in range(geo.kernel[0]):
+                h = _tap(oh, i, geo.stride[0], geo.dilation[0], geo.pads[0])
+                for j in range(geo.kernel[1]):
+                    w = _tap(ow, j, geo.stride[1], geo.dilation[1], geo.pads[2])
+                    if not (0 <= h < height and 0 <= w < width):
+                        continue
+                    for g in range(groups):
+                        outs = slice(g * out_per_group, (g + 1) * out_per_group)
+                        ins = slice(g * in_per_group, (g + 1) * in_per_group)
+                        output[:, outs, oh, ow] += input[:, ins, h, w] @ weight[outs, :, i, j].T
+    if bias is not None:
+        output += bias[:, None, None]
+    return output
+
+
+def conv2d_backward_reference(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray, stride: Any = 1,
+                              padding: Any = 0, dilation: Any = 1, groups: int = 1
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each term ``W[o, c, i, j] * X[n, c', h, w]`` of the forward sends ``dY[n, o, oh, ow]`` to both factors:
+    ``dX[n, c', h, w] += dY * W[o, c, i, j]`` and ``dW[o, c, i, j] += dY * X[n, c', h, w]``; ``db = sum dY``.
+    """
+    channels, height, width = input.shape[1:]
+    geo = conv_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
+    out_per_group, in_per_group = weight.shape[0] // groups, channels // groups
+    grad_input, grad_weight = np.zeros_like(input), np.zeros_like(weight)
+    for oh in range(geo.out_size[0]):
+        for ow in range(geo.out_size[1]):
+            for i in range(geo.kernel[0]):
+                h = _tap(oh, i, geo.stride[0], geo.dilation[0], geo.pads[0])
+                for j in range(geo.kernel[1]):
+                    w = _tap(ow, j, geo.stride[1], geo.dilation[1], geo.pads[2])
+                    if not (0 <= h < height and 0 <= w < width):
+                        continue
+                    for g in range(groups):
+                        outs = slice(g * out_per_group, (g + 1) * out_per_group)
+                        ins = slice(g * in_per_group, (g + 1) * in_per_group)
+                        grad_input[:, ins, h, w] += grad_output[:, outs, oh, ow] @ weight[outs, :, i, j]
+                        grad_weight[outs, :, i, j] += grad_output[:, outs, oh, ow].T @ input[:, ins, h, w]
+    return grad_input, grad_weight, grad_output.sum(axis=(0, 2, 3))
+
+
+# ---------------------------------------------------------------------------------------- pooling
+def _window_taps(o: int, size: int, kernel: int, stride: int, dilation: int, pad: int) -> list[int]:
+    """Input coordinates of window ``o`` that lie inside the input, in order."""
+    taps = (_tap(o, k, stride, dilation, pad) for k in range(kernel))
+    return [t for t in taps if 0 <= t < size]
+
+
+def max_pool2d_reference(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                         dilation: Any = 1, ceil_mode: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """torch's CPU loop: ``(output, indices)``; a tap replaces the max if greater or NaN; indices are ``h*W + w``."""
+    batch, channels, height, width = input.shape
+    geo = pool_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    output = np.empty((batch, channels, *geo.out_size), dtype=input.dtype)
+    indices = np.empty(output.shape, dtype=np.int64)
+    for oh in range(geo.out_size[0]):
+        rows = _window_taps(oh, height, geo.kernel[0], geo.stride[0], geo.dilation[0], geo.pads[0])
+        for ow in range(geo.out_size[1]):
+            cols = _window_taps(ow, width, geo.kernel[1], geo.stride[1], geo.dilation[1], geo.pads[2])
+            best = np.full((batch, channels), -np.inf, dtype=input.dtype)
+            best_index = np.full((batch, channels), rows[0] * width + cols[0])
+            for h in rows:
+                for w in cols:
+                    value = input[:, :, h, w]
+                    replace = (value > best) | np.isnan(value)
+                    best = np.where(replace, value, best)
+                    best_index = np.where(replace, h * width + w, best_index)
+            output[:, :, oh, ow], indices[:, :, oh, ow] = best, best_index
+    return output, indices
+
+
+def max_pool2d_backward_reference(grad_output: np.ndarray, input: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``dX.flat[indices[n, c, oh, ow]] += dY[n, c, oh, ow]`` plane by plane."""
+    batch, channels, height, width = input.shape
+    grad_input = np.zeros((batch, channels, height * width), dtype=grad_output.dtype)
+    for n in range(batch):
+        for c in range(channels):
+            for index, grad in zip(indices[n, c].ravel(), grad_output[n, c].ravel()):
+                grad_input[n, c, index] += grad
+    return grad_input.reshape(input.shape)
+
+
+def _avg_window(o: int, size: int, kernel: int, stride: int, pad: int) -> tuple[int, int, int]:
+    """torch's avg-pool window: ``(start, end, pool_size)``; pool_size counts padding, not what lies beyond it."""
+    start = o * stride - pad
+    end = min(start + kernel, size + pad)
+    pool_size = end - start
+    return max(start, 0), min(end, size), pool_size
+
+
+def avg_pool2d_reference(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                         ceil_mode: bool = False, count_include_pad: bool = True,
+                         divisor_override: int | None = None) -> np.ndarray:
+    """``Y[n, c, oh, ow] = sum(X over the window inside the input) / divisor`` (torch's divisor rule)."""
+    batch, channels, height, width = input.shape
+    geo = pool_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
+    output = np.empty((batch, channels, *geo.out_size), dtype=input.dtype)
+    for oh in range(geo.out_size[0]):
+        h0, h1, pool_h = _avg_window(oh, height, geo.kernel[0], geo.stride[0], geo.pads[0])
+        for ow in range(geo.out_size[1]):
+            w0, w1, pool_w = _avg_window(ow, width, geo.kernel[1], geo.stride[1], geo.pads[2])
+            divisor = divisor_override or (pool_h * pool_w if count_include_pad else (h1 - h0) * (w1 - w0))
+            output[:, :, oh, ow] = input[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / divisor
+    return output
+
+
+def avg_pool2d_backward_reference(grad_output: np.ndarray, input: np.ndarray, kernel_size: Any,
+                                  stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                                  count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
+    """Every input pixel of window (oh, ow) receives ``dY[n, c, oh, ow] / divisor``."""
+    height, width = input.shape[2:]
+    geo = pool_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
+    grad_input = np.zeros_like(input, dtype=grad_output.dtype)
+    for oh in range(geo.out_size[0]):
+        h0, h1, pool_h = _avg_window(oh, height, geo.kernel[0], geo.stride[0], geo.pads[0])
+        for ow in range(geo.out_size[1]):
+            w0, w1, pool_w = _avg_window(ow, width, geo.kernel[1], geo.stride[1], geo.pads[2])
+            divisor = divisor_override or (pool_h * pool_w if count_include_pad else (h1 - h0) * (w1 - w0))
+            grad_input[:, :, h0:h1, w0:w1] += (grad_output[:, :, oh, ow] / divisor)[:, :, None, None]
+    return grad_input
+
+
+def adaptive_avg_pool2d_reference(input: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """``Y[n, c, i, j]`` = mean of X over rows ``bin_i`` and columns ``bin_j`` (torch's bins)."""
+    row_bins, col_bins = adaptive_bins(input.shape[2], output_size[0]), adaptive_bins(input.shape[3], output_size[1])
+    output = np.empty((*input.shape[:2], *output_size), dtype=input.dtype)
+    for i, (h0, h1) in enumerate(row_bins):
+        for j, (w0, w1) in enumerate(col_bins):
+            output[:, :, i, j] = input[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / ((h1 - h0) * (w1 - w0))
+    return output
+
+
+def adaptive_avg_pool2d_backward_reference(grad_output: np.ndarray, input: np.ndarray) -> np.ndarray:
+    """Every pixel of bin (i, j) receives ``dY[n, c, i, j] / bin area``; overlapping bins add up."""
+    out_h, out_w = grad_output.shape[2:]
+    row_bins, col_bins = adaptive_bins(input.shape[2], out_h), adaptive_bins(input.shape[3], out_w)
+    grad_input = np.zeros_like(input, dtype=grad_output.dtype)
+    for i, (h0, h1) in enumerate(row_bins):
+        for j, (w0, w1) in enumerate(col_bins):
+            grad_input[:, :, h0:h1, w0:w1] += (grad_output[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
+    return grad_input
