@@ -1,0 +1,142 @@
+"""``python -m parity``: run the tutorial's stages in torch and tinynn, compare them, and report.
+
+Exit status: 0 when every stage keeps its tolerance, 1 when any does not, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from parity.tolerances import PARITY_F32_ACCURACY_POINTS, PARITY_F32_ATOL, PARITY_F32_RTOL, PARITY_F64_RTOL
+
+DESCRIPTION = f"""\
+Run every stage of PyTorch's "What is torch.nn really?" tutorial twice, in torch and in tinynn,
+from the same initial weights and on the same batches in the same order, and compare them.
+
+--dtype float64 (the default) is the strict proof: both frameworks train on their own, and every
+step's loss, gradients and updated weights, and each epoch's validation loss and accuracy, must agree
+to {PARITY_F64_RTOL:g} relative. float64 training is not chaotic (two torch runs one ulp apart stay
+within 3e-15), so any larger gap is a bug.
+
+--dtype float32 is the tutorial's own dtype. float32 training is chaotic (two torch runs one ulp
+apart end far apart), so it is checked in two passes: per step from shared weights (before each step
+tinynn takes torch's weights and momentum; gradients within {PARITY_F32_RTOL:g} rel / {PARITY_F32_ATOL:g} abs),
+then each framework on its own (final validation accuracy within {PARITY_F32_ACCURACY_POINTS:g}).
+It takes about twice as long.
+
+Timings: torch and tinynn take turns, one step each, and only the time inside each framework counts.
+Both run on one thread (OMP_NUM_THREADS=1 unless you set it): thread pools that spin-wait while the
+other framework computes would steal each other's cores.
+
+--device cuda runs torch on the GPU (TF32 off, deterministic algorithms) against tinynn on the CPU;
+without a GPU it says so and skips. Stage 13 ("gpu") uses the GPU whenever torch sees one, as the
+tutorial does.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from parity.stages import STAGES
+
+    names = ", ".join(f"{number}:{stage.NAME}" for number, stage in enumerate(STAGES, start=1))
+    parser = argparse.ArgumentParser(prog="python -m parity", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", action="append", metavar="NAME",
+                        help=f"run only this stage (repeatable; a name or number): {names}")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="float64: strict lockstep proof (default); float32: the tutorial's dtype")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch runs (default cpu)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="folder holding mnist/ (else $TINYNN_DATA, the loader's cache, a download)")
+    parser.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
+    parser.add_argument("--no-download", action="store_true", help="never download the data")
+    parser.add_argument("--epochs", type=int, default=2, metavar="N", help="epochs per stage (default 2)")
+    parser.add_argument("--max-steps", type=int, metavar="N",
+                        help="at most N training steps per epoch (the training set cut to N * 64 rows)")
+    parser.add_argument("--valid-size", type=int, metavar="N", help="validate on the first N rows only")
+    parser.add_argument("--seed", type=int, default=0, help="seeds torch's initial weights and shuffle (default 0)")
+    parser.add_argument("--json", metavar="PATH", default="parity-report/report.json",
+                        help="the JSON report (default parity-report/report.json)")
+    parser.add_argument("--plot", metavar="PATH", default="parity-report/loss_curves.png",
+                        help="both frameworks' loss curves (default parity-report/loss_curves.png)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines, only the table")
+    return parser
+
+
+def single_threaded_by_default() -> None:
+    """Both frameworks on one thread each, unless OMP_NUM_THREADS says otherwise.
+
+    The two take turns step by step; idle BLAS/OpenMP thread pools spin-wait between turns and steal
+    the cores from each other (up to 30x slower on 2 cores). Only works before numpy and torch load,
+    as under ``python -m parity``.
+    """
+    threads = os.environ.setdefault("OMP_NUM_THREADS", "1")
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    single_threaded_by_default()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for option in ("epochs", "max_steps", "valid_size"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+
+    from parity.stages import STAGES, find_stage
+
+    try:
+        stages = [find_stage(key) for key in args.stage] if args.stage else list(STAGES)
+    except KeyError as exc:
+        parser.error(exc.args[0])
+
+    from parity import report
+    from parity.data import load_data
+    from parity.runner import RunConfig, cuda_available, run_stages
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    if args.device == "cuda" and not cuda_available():
+        import torch
+
+        print(f"parity: skipped: --device cuda, but torch {torch.__version__} sees no CUDA device "
+              f"(CUDA build: {torch.version.cuda or 'none'}). Run it on a machine with a GPU, or use --device cpu.",
+              flush=True)
+        return 0
+
+    config = RunConfig(dtype=args.dtype, device=args.device, epochs=args.epochs, max_steps=args.max_steps,
+                       valid_size=args.valid_size, seed=args.seed)
+    data = load_data(args.data, args.dataset, args.dtype, download=not args.no_download,
+                     log=lambda line: print(line, flush=True))
+    say(f"parity: {len(stages)} stage(s) on {data.source} "
+        f"({len(data.x_train)} train / {len(data.x_valid)} valid rows), "
+        f"{args.dtype}, torch on {args.device}, {args.epochs} epoch(s)"
+        + (f", at most {args.max_steps} steps per epoch" if args.max_steps else ""))
+    started = time.perf_counter()
+    results = run_stages(stages, data, config, progress=say)
+
+    print()
+    print(report.format_table(results, config, data.source))
+    json_path = report.write_json(report.to_json(results, config, data.source), args.json)
+    print(f"\nJSON report: {json_path}")
+    plot_path = report.plot_losses(results, config, data.source, args.plot)
+    if plot_path is None:
+        print("loss curves: skipped, matplotlib is not installed (pip install matplotlib)")
+    else:
+        print(f"loss curves: {plot_path}")
+    failed = [r.name for r in results if not r.ok]
+    elapsed = time.perf_counter() - started
+    if failed:
+        print(f"FAILED: {', '.join(failed)} broke the tolerance ({elapsed:.0f}s)")
+        return 1
+    print(f"all {len(results)} stage(s) agree ({elapsed:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The parity report: a table for the terminal, a JSON file, and a PNG of the loss curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity.runner import KINDS, TOLERANCES, RunConfig, StageResult
+
+
+def _num(value: float, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _last(values: list[float]) -> float:
+    return values[-1] if values else float("nan")
+
+
+def format_table(results: list[StageResult], config: RunConfig, source: str) -> str:
+    """One row per stage: both frameworks' figures side by side, the worst differences, the seconds."""
+    mode = "lockstep, every step" if config.dtype == "float64" else "per step from torch's weights"
+    header = (
+        f"{'stage':<16}{'data':<8}{'train loss':^17}{'val loss':^17}{'val accuracy':^17}"
+        f"{'worst rel diff (' + mode + ')':^36}{'seconds':^15} ok\n"
+        f"{'':<24}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}"
+        f"{'loss':>12}{'grads':>12}{'weights':>12}{'tinynn':>7} {'torch':>7}"
+    )
+    rows = [header, "-" * len(header.splitlines()[0])]
+    for number, r in enumerate(results, start=1):
+        n, t = r.tinynn, r.torch
+        status = "ok" if r.ok else "FAIL"
+        device = "" if r.torch_device == "cpu" else f" (torch on {r.torch_device})"
+        rows.append(
+            f"{f'{number:>2} {r.name}':<16}{source[:7]:<8}"
+            f"{_num(n.train_loss):>8} {_num(t.train_loss):>8}"
+            f"{_num(_last(n.val_loss)):>8} {_num(_last(t.val_loss)):>8}"
+            f"{_num(_last(n.val_accuracy)):>8} {_num(_last(t.val_accuracy)):>8}"
+            f"{r.worst.get('loss', 0.0):>12.1e}{r.worst.get('grads', 0.0):>12.1e}{r.worst.get('weights', 0.0):>12.1e}"
+            f"{n.seconds:>7.1f} {t.seconds:>7.1f} {status}{device}"
+        )
+    tol = TOLERANCES["lockstep" if config.dtype == "float64" else "per_step"]
+    rows.append("-" * len(header.splitlines()[0]))
+    total_n = sum(r.tinynn.seconds for r in results)
+    total_t = sum(r.torch.seconds for r in results)
+    rows.append(f"{'total':<16}{'':<8}{'':>104}{total_n:>7.1f} {total_t:>7.1f}")
+    if config.dtype == "float64":
+        rows.append(f"float64: every step's loss, gradients and weights held to rel diff <= {tol.rtol:g}.")
+    else:
+        rows.append(
+            f"float32: each step from torch's weights held to {tol.rtol:g} rel / {tol.atol:g} abs; figures and "
+            f"seconds from independent runs, whose final val accuracy must agree within {tol.accuracy_points:g}."
+        )
+    return "\n".join(rows)
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no inf or NaN: write them as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    return value
+
+
+def to_json(results: list[StageResult], config: RunConfig, source: str) -> dict[str, Any]:
+    import torch
+
+    import tinynn
+
+    mode = "lockstep" if config.dtype == "float64" else "per_step"
+    tol = TOLERANCES[mode]
+    stages = []
+    for r in results:
+        stages.append({
+            "name": r.name, "title": r.title, "kind": r.kind, "ok": r.ok, "mode": r.mode, "steps": r.steps,
+            "torch_device": r.torch_device,
+            "worst_rel_diff": {kind: r.worst.get(kind, 0.0) for kind in KINDS},
+            "arrays_compared": dict(r.checked),
+            "failure_count": r.failure_count, "failures": r.failures, "error": r.error,
+            "end_to_end": r.end_to_end,
+            "tinynn": r.tinynn.to_json(), "torch": r.torch.to_json(),
+        })
+    report = {
+        "dtype": config.dtype, "device": config.device, "data": source, "ok": all(r.ok for r in results),
+        "epochs": config.epochs, "max_steps": config.max_steps, "valid_size": config.valid_size,
+        "seed": config.seed,
+        "tolerance": {"rtol": tol.rtol, "atol": tol.atol, "accuracy_points": tol.accuracy_points},
+        "versions": {"tinynn": tinynn.__version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "stages": stages,
+    }
+    return _clean(report)
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    return path
+
+
+def _smooth(values: list[float], window: int) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if len(array) < window or window <= 1:
+        return array
+    kernel = np.ones(window) / window
+    return np.convolve(array, kernel, mode="valid")
+
+
+def plot_losses(results: list[StageResult], config: RunConfig, source: str, path: str | Path) -> Path | None:
+    """Both frameworks' training-loss curves, overlaid, one panel per stage. None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = min(4, max(1, len(results)))
+    rows = math.ceil(len(results) / columns) if results else 1
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(results):]:
+        ax.axis("off")
+    for ax, (number, r) in zip(axes.flat, enumerate(results, start=1)):
+        steps = max(len(r.torch.losses), 1)
+        window = max(1, min(25, steps // 20))
+        offset = (window - 1) / 2 + 1
+        for side, label, style in ((r.torch, "torch", {"color": "tab:blue", "lw": 2.4, "alpha": 0.55}),
+                                   (r.tinynn, "tinynn", {"color": "tab:orange", "lw": 1.0, "ls": "--"})):
+            smooth = _smooth(side.losses, window)
+            ax.plot(np.arange(len(smooth)) + offset, smooth, label=label, **style)
+        for end in r.torch.epoch_ends[:-1]:
+            ax.axvline(end, color="0.8", lw=0.8)
+        worst = max(r.worst.get(kind, 0.0) for kind in ("loss", "grads", "weights"))
+        status = "ok" if r.ok else "FAILED"
+        ax.set_title(f"{number} {r.name}: {status}, worst rel diff {worst:.0e}", fontsize=9)
+        ax.set_xlabel("step" + (f" (mean of {window})" if window > 1 else ""), fontsize=8)
+        ax.set_ylabel("training loss", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"tinynn vs torch, {source}, {config.dtype}, torch on {config.device}"
+                 + ("" if config.dtype == "float64" else " (independent runs)"), fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

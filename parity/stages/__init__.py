@@ -1,0 +1,38 @@
+"""The tutorial's stages in order. Each module has NAME, TITLE, KIND ("linear" or "cnn") and the
+generators ``torch_version(ctx)`` and ``tinynn_version(ctx)`` (see parity/events.py)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from parity.stages import (
+    s01_from_scratch,
+    s02_functional,
+    s03_module,
+    s04_linear,
+    s05_optim,
+    s06_dataset,
+    s07_dataloader,
+    s08_validation,
+    s09_fit,
+    s10_cnn,
+    s11_sequential,
+    s12_wrapped,
+    s13_gpu,
+)
+
+STAGES: list[ModuleType] = [
+    s01_from_scratch, s02_functional, s03_module, s04_linear, s05_optim, s06_dataset, s07_dataloader,
+    s08_validation, s09_fit, s10_cnn, s11_sequential, s12_wrapped, s13_gpu,
+]
+
+
+def find_stage(key: str) -> ModuleType:
+    """A stage by NAME ("cnn"), number ("10"), or module name ("s10_cnn")."""
+    key = key.strip().lower()
+    for number, stage in enumerate(STAGES, start=1):
+        module_name = stage.__name__.rsplit(".", 1)[1]
+        if key in (stage.NAME, module_name, str(number), f"{number:02d}", f"s{number:02d}"):
+            return stage
+    names = ", ".join(f"{number}:{stage.NAME}" for number, stage in enumerate(STAGES, start=1))
+    raise KeyError(f"no stage {key!r}; the stages are {names}")

@@ -1,0 +1,234 @@
+"""parity: every tutorial stage agrees between torch and tinynn, and the report fails when it must.
+
+Fast tests run each stage on a slice of MNIST (a few steps per epoch, two epochs, so the shuffle
+replay and the validation at each epoch's end are covered). The slow test trains the tutorial's
+full two epochs; the cuda test runs torch on a GPU where there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinynn
+from parity.context import StageContext
+from parity.data import load_data, synthetic_data
+from parity.runner import RunConfig, cuda_available, run_stages
+from parity.stages import STAGES, find_stage
+from parity.tolerances import PARITY_F32_ACCURACY_POINTS, PARITY_F64_RTOL
+from tests.conftest import data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE_NAMES = [stage.NAME for stage in STAGES]
+FAST = {"epochs": 2, "max_steps": 5, "valid_size": 256}
+
+
+def _data(dtype: str):
+    """Real MNIST where the files are (tests/conftest.py data_dir()), else the synthetic stand-in."""
+    root = data_dir()
+    if root is None:
+        return synthetic_data(dtype, n_train=2_000, n_valid=500)
+    return load_data(root, "mnist", dtype, download=False)
+
+
+@pytest.fixture(scope="module")
+def data64():
+    return _data("float64")
+
+
+@pytest.fixture(scope="module")
+def data32():
+    return _data("float32")
+
+
+def _explain(result) -> str:
+    return f"{result.name}: error={result.error}; failures={result.failures}"
+
+
+# ---------------------------------------------------------------------------------------- float64 lockstep
+@pytest.mark.parametrize("name", STAGE_NAMES)
+def test_every_stage_agrees_step_by_step_in_float64(name, data64):
+    (result,) = run_stages([find_stage(name)], data64, RunConfig(dtype="float64", **FAST))
+    assert result.ok, _explain(result)
+    assert result.steps == FAST["epochs"] * FAST["max_steps"]
+    for kind in ("loss", "grads", "weights", "val_loss", "val_accuracy"):
+        assert result.worst[kind] <= PARITY_F64_RTOL, (kind, result.worst)
+    n_params = 6 if find_stage(name).KIND == "cnn" else 2
+    assert result.checked["grads"] == result.checked["weights"] == result.steps * n_params
+    if find_stage(name).KIND == "cnn":  # SGD with momentum: the buffers were compared too
+        assert result.checked["momentum"] == result.steps * n_params
+    assert len(result.tinynn.val_loss) == len(result.torch.val_loss) == FAST["epochs"]
+    assert np.isfinite(result.tinynn.losses).all() and result.tinynn.losses[-1] < result.tinynn.losses[0]
+
+
+# ---------------------------------------------------------------------------------------- float32
+@pytest.mark.parametrize("name", STAGE_NAMES)
+def test_every_stage_agrees_per_step_in_float32_and_end_to_end(name, data32):
+    (result,) = run_stages([find_stage(name)], data32, RunConfig(dtype="float32", **FAST))
+    assert result.ok, _explain(result)
+    assert result.mode == "per_step" and result.steps == FAST["epochs"] * FAST["max_steps"]
+    assert result.end_to_end["ok"]
+    assert result.end_to_end["accuracy_gap"] <= PARITY_F32_ACCURACY_POINTS
+
+
+def test_float32_per_step_is_not_float64_in_disguise(data32):
+    """float32 stays float32 in tinynn: float64 gradients would differ from torch's float32 by
+    more than float32 rounding, and the runner also checks each array's dtype."""
+    (result,) = run_stages([find_stage("optim")], data32, RunConfig(dtype="float32", **FAST))
+    assert result.ok, _explain(result)
+    assert 0.0 < result.worst["grads"], "float32 gradients from two libraries are rarely bit-identical"
+
+
+# ---------------------------------------------------------------------------------------- the harness
+def test_replayed_shuffle_gives_tinynn_torchs_batches_epoch_after_epoch():
+    import torch
+
+    from tinynn.utils.data import DataLoader as TinyLoader
+    from tinynn.utils.data import TensorDataset as TinyDataset
+
+    n = 203
+    ctx = StageContext(synthetic_data(n_train=n, n_valid=1), epochs=3, seed=7)
+    torch_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(n)), batch_size=64,
+                                               shuffle=True, generator=ctx.shuffle_generator())
+    tiny_loader = TinyLoader(TinyDataset(np.arange(n)), batch_size=64, sampler=ctx.shuffle_sampler(n))
+    orders = []
+    for _ in range(3):
+        torch_batches = [batch.tolist() for (batch,) in torch_loader]
+        tiny_batches = [batch.tolist() for (batch,) in tiny_loader]
+        assert tiny_batches == torch_batches
+        orders.append([index for batch in torch_batches for index in batch])
+    assert sorted(orders[0]) == list(range(n)) and orders[0] != orders[1] != orders[2]
+
+
+def test_find_stage_takes_names_numbers_and_module_names():
+    assert find_stage("cnn") is find_stage("10") is find_stage("s10_cnn") is STAGES[9]
+    with pytest.raises(KeyError, match="no stage 'nope'; the stages are 1:from_scratch"):
+        find_stage("nope")
+
+
+def test_missing_data_falls_back_to_a_labelled_learnable_stand_in(tmp_path, monkeypatch):
+    monkeypatch.delenv("TINYNN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lines = []
+    data = load_data(tmp_path / "empty", "mnist", "float32", download=False, log=lines.append)
+    assert data.source == "synthetic"
+    assert len(lines) == 1 and "synthetic" in lines[0] and "DatasetNotFoundError" in lines[0]
+    assert data.x_train.shape == (50_000, 784) and data.x_valid.shape == (10_000, 784)
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0 and set(np.unique(data.y_train)) == set(range(10))
+    (result,) = run_stages([find_stage("optim")], data,
+                           RunConfig(dtype="float32", epochs=1, max_steps=150, valid_size=2000))
+    assert result.ok, _explain(result)
+    assert result.torch.val_accuracy[-1] > 0.8, "the stand-in must be learnable, as MNIST is"
+
+
+# ---------------------------------------------------------------------------------------- the CLI
+def _cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if data_dir() is not None:
+        env["TINYNN_DATA"] = str(data_dir())
+    return env
+
+
+def test_cli_prints_the_table_writes_json_and_png_and_exits_0(tmp_path):
+    json_path, png_path = tmp_path / "report.json", tmp_path / "curves.png"
+    command = [sys.executable, "-m", "parity", "--stage", "linear", "--stage", "wrapped", "--epochs", "1",
+               "--max-steps", "3", "--valid-size", "128", "--no-download", "--json", str(json_path),
+               "--plot", str(png_path)]
+    done = subprocess.run(command, cwd=ROOT, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "worst rel diff" in done.stdout and "all 2 stage(s) agree" in done.stdout
+    report = json.loads(json_path.read_text())
+    assert report["dtype"] == "float64" and report["device"] == "cpu"
+    assert report["data"] in ("mnist", "synthetic") and report["ok"] is True
+    assert [stage["name"] for stage in report["stages"]] == ["linear", "wrapped"]
+    for stage in report["stages"]:
+        assert stage["ok"] is True and stage["steps"] == 3
+        assert set(stage["worst_rel_diff"]) >= {"loss", "grads", "weights", "val_loss", "val_accuracy"}
+        assert len(stage["tinynn"]["losses"]) == len(stage["torch"]["losses"]) == 3
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _broken_run(monkeypatch, tmp_path, capsys, stage: str, module_class, factor: float):
+    from parity.__main__ import main
+
+    original = module_class.backward
+
+    def off_by_a_little(self, grad_output, needs_input_grad=True):
+        return original(self, grad_output * factor, needs_input_grad)
+
+    monkeypatch.setattr(module_class, "backward", off_by_a_little)
+    json_path = tmp_path / "broken.json"
+    code = main(["--stage", stage, "--epochs", "1", "--max-steps", "3", "--valid-size", "128", "--no-download",
+                 "--data", str(data_dir() or tmp_path), "--json", str(json_path),
+                 "--plot", str(tmp_path / "broken.png"), "--quiet"])
+    return code, json.loads(json_path.read_text()), capsys.readouterr().out
+
+
+def test_a_gradient_off_by_one_part_in_a_million_fails_the_stage_and_the_cli(monkeypatch, tmp_path, capsys):
+    code, report, out = _broken_run(monkeypatch, tmp_path, capsys, "linear", tinynn.nn.Linear, 1 + 1e-6)
+    assert code == 1
+    (stage,) = report["stages"]
+    assert stage["ok"] is False and report["ok"] is False
+    assert stage["worst_rel_diff"]["grads"] > PARITY_F64_RTOL
+    assert any("grad lin.weight" in failure for failure in stage["failures"])
+    assert "FAIL" in out and "FAILED: linear" in out
+
+
+def test_a_broken_conv_backward_fails_a_cnn_stage(monkeypatch, tmp_path, capsys):
+    code, report, _ = _broken_run(monkeypatch, tmp_path, capsys, "sequential", tinynn.nn.Conv2d, 1 - 1e-6)
+    assert code == 1 and report["stages"][0]["ok"] is False
+    assert any("grad 1.weight" in failure or "grad 3.weight" in failure for failure in report["stages"][0]["failures"])
+
+
+def test_cli_rejects_an_unknown_stage(capsys):
+    from parity.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--stage", "nope"])
+    assert exit_info.value.code == 2
+    assert "no stage 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(cuda_available(), reason="checks the message given without a GPU")
+def test_cli_device_cuda_without_a_gpu_says_so_and_skips(capsys):
+    from parity.__main__ import main
+
+    assert main(["--device", "cuda"]) == 0
+    assert "skipped: --device cuda, but torch" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------- GPU
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="torch sees no CUDA device")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_torch_on_the_gpu_agrees_with_tinynn_on_the_cpu(dtype, data64, data32):
+    data = data64 if dtype == "float64" else data32
+    stages = [find_stage(name) for name in ("optim", "cnn", "sequential", "wrapped", "gpu")]
+    results = run_stages(stages, data, RunConfig(dtype=dtype, device="cuda", epochs=2, max_steps=20, valid_size=512))
+    for result in results:
+        assert result.ok, _explain(result)
+        assert result.torch_device.startswith("cuda")
+
+
+# ---------------------------------------------------------------------------------------- the tutorial's figures
+@pytest.mark.slow
+@pytest.mark.skipif(data_dir() is None, reason="needs the real MNIST files (TINYNN_DATA or ../shared/data)")
+def test_full_tutorial_training_reaches_the_tutorials_figures_in_lockstep():
+    data = load_data(data_dir(), "mnist", "float64", download=False)
+    results = run_stages(STAGES, data, RunConfig(dtype="float64", epochs=2))
+    for result in results:
+        assert result.ok, _explain(result)
+        assert result.steps == 2 * 782
+        val_loss, val_accuracy = result.torch.val_loss[-1], result.torch.val_accuracy[-1]
+        # The tutorial prints 0.29-0.34 for the logistic regressions and 0.18-0.25 for the CNNs.
+        low, high = (0.25, 0.40) if result.kind == "linear" else (0.15, 0.40)
+        assert low <= val_loss <= high, (result.name, val_loss)
+        assert val_accuracy >= 0.90, (result.name, val_accuracy)
+        assert abs(result.tinynn.val_loss[-1] - val_loss) <= PARITY_F64_RTOL * val_loss
