@@ -273,6 +273,18 @@ def test_pooling_bad_arguments_raise(pool, args, kwargs, message):
         pool(np.zeros((1, 1, 5, 5)), *args, **kwargs)
 
 
+def test_max_pool2d_padding_is_bounded_by_half_the_kernel_even_when_dilated():
+    # Found by the property tests: ((k - 1) * d + 1) // 2 allowed pad=2 for k=3, d=2, which torch refuses.
+    x = np.zeros((1, 1, 7, 7))
+    with pytest.raises(RuntimeError, match=r"pad should be smaller than or equal to half of kernel size, but got "
+                                           r"padW = 2, padH = 0, kW = 3, kH = 3"):
+        F.max_pool2d(x, 3, padding=(0, 2), dilation=2)
+    with pytest.raises(RuntimeError, match="half of kernel size"):
+        nn.MaxPool2d(2, padding=(1, 2), dilation=3)(x)
+    expected = torch.nn.functional.max_pool2d(torch.zeros(1, 1, 7, 7), 3, stride=1, padding=1, dilation=2)
+    assert F.max_pool2d(x, 3, stride=1, padding=1, dilation=2).shape == tuple(expected.shape)
+
+
 def test_pooling_output_too_small_and_bad_rank_raise():
     with pytest.raises(RuntimeError, match=r"Given input size: \(1x2x2\). Calculated output size: \(1x0x0\)"):
         F.max_pool2d(np.zeros((1, 1, 2, 2)), 3)

@@ -8,7 +8,7 @@ already the next layer's input: no transpose copies between layers.
 
 The window view of a padded ``(N, Hp, Wp, C)`` array has shape ``(N, Ho, Wo, kh, kw, C)``:
 ``windows[n, oh, ow, i, j, c] = padded[n, oh*sh + i*dh, ow*sw + j*dw, c]``. Its adjoint,
-``add_windows``, sums values laid out like that view back into the padded image (col2im).
+``add_windows``, sums one block per kernel offset back into the (unpadded) image (col2im).
 """
 
 from __future__ import annotations
@@ -110,20 +110,35 @@ def offset_blocks(in_size: Pair, out_size: Pair, kernel: Pair, stride: Pair, dil
             yield i, j, (slice(oh_first, oh_stop), slice(ow_first, ow_stop)), (in_rows, in_cols)
 
 
-def add_windows(grad_input: np.ndarray, grad_offsets: np.ndarray, stride: Pair, dilation: Pair,
-                pads: Pads) -> np.ndarray:
-    """col2im: ``grad_input[n, oh*sh + i*dh - top, ow*sw + j*dw - left, ...] += grad_offsets[i, j, n, oh, ow, ...]``.
+def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, pads: Pads) -> np.ndarray:
+    """col2im: ``dX[n, oh*sh + i*dh - top, ow*sw + j*dw - left, ...] += grad_offsets[i, j, n, oh, ow, ...]``.
 
-    ``grad_input`` is channels-last ``(N, H, W, ...)`` and unpadded: taps that fell on the padding
-    are dropped. ``grad_offsets`` holds one ``(N, Ho, Wo, ...)`` block per kernel offset ``(i, j)``
-    (it may be a broadcast view). One strided slice-add per offset, kh*kw vectorized adds instead
-    of a scatter with ``np.add.at``; overlapping windows (stride < kernel) add up, as the chain
-    rule asks. Trailing channel axes may be split, e.g. ``(groups, C/groups)``.
+    ``grad_offsets`` holds one ``(N, Ho, Wo, ...)`` block per kernel offset ``(i, j)`` (it may be a
+    broadcast view); returns the channels-last ``(N, H, W, ...)`` sum, taps on the padding
+    dropped. One vectorized slice-add per offset instead of a scatter with ``np.add.at``;
+    overlapping windows (stride < kernel) add up, as the chain rule asks.
+
+    With stride s an offset's taps all land on one phase of the input (rows ``h % sh == p``).
+    Each phase is summed in its own contiguous buffer and written once: the adds then run along
+    whole rows instead of hopping s pixels at a time, which is NumPy's slow case.
     """
+    batch, trailing = grad_offsets.shape[2], grad_offsets.shape[5:]
     kernel, out_size = grad_offsets.shape[:2], grad_offsets.shape[3:5]
-    for i, j, (out_rows, out_cols), (in_rows, in_cols) in offset_blocks(
-            grad_input.shape[1:3], out_size, kernel, stride, dilation, pads):
-        grad_input[:, in_rows, in_cols] += grad_offsets[i, j, :, out_rows, out_cols]
+    grad_input = np.empty((batch, *in_size, *trailing), dtype=grad_offsets.dtype)
+    blocks = list(offset_blocks(in_size, out_size, kernel, stride, dilation, pads))
+    for phase_h in range(stride[0]):
+        for phase_w in range(stride[1]):
+            target = grad_input[:, phase_h::stride[0], phase_w::stride[1]]
+            phase = target if stride == (1, 1) else np.empty(target.shape, dtype=target.dtype)
+            phase.fill(0)
+            for i, j, (out_rows, out_cols), (in_rows, in_cols) in blocks:
+                if in_rows.start % stride[0] != phase_h or in_cols.start % stride[1] != phase_w:
+                    continue
+                block = grad_offsets[i, j, :, out_rows, out_cols]
+                first_row, first_col = in_rows.start // stride[0], in_cols.start // stride[1]
+                phase[:, first_row:first_row + block.shape[1], first_col:first_col + block.shape[2]] += block
+            if phase is not target:
+                target[...] = phase
     return grad_input
 
 
@@ -149,6 +164,18 @@ class Workspace:
 
     def clear(self) -> None:
         self._arrays.clear()
+
+
+def zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``np.zeros`` for an array that is about to be added into (col2im).
+
+    ``np.zeros`` gets lazily zeroed pages from the OS: the first ``+=`` reads each page (a fault
+    mapping the shared zero page) and then writes it (a second fault). Writing the zeros ourselves
+    costs one cheap pass and halves those faults.
+    """
+    array = np.empty(shape, dtype=dtype)
+    array.fill(0)
+    return array
 
 
 def empty(shape: tuple[int, ...], dtype: np.dtype, workspace: Workspace | None, name: str) -> np.ndarray:

@@ -218,9 +218,8 @@ def conv2d_backward_from_cols(grad_output: np.ndarray, cols: np.ndarray, weight:
     offsets_shape = (kernel_h * kernel_w, rows, groups, per_group)
     grad_offsets = cols.reshape(offsets_shape) if overwrite_cols else np.empty(offsets_shape, dtype=cols.dtype)
     np.matmul(grad_matrix.transpose(1, 0, 2)[:, None], weight_offsets, out=grad_offsets.transpose(2, 0, 1, 3))
-    grad_input = np.zeros((batch, *input_shape[2:], groups, per_group), dtype=cols.dtype)
-    add_windows(grad_input, grad_offsets.reshape(kernel_h, kernel_w, batch, *geometry.out_size, groups, per_group),
-                geometry.stride, geometry.dilation, geometry.pads)
+    grad_input = add_windows(grad_offsets.reshape(kernel_h, kernel_w, batch, *geometry.out_size, groups, per_group),
+                             input_shape[2:], geometry.stride, geometry.dilation, geometry.pads)
     return as_nchw(grad_input.reshape(batch, *input_shape[2:], channels)), grad_weight, grad_bias
 
 

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tinynn.nn._window import Pads, add_windows, as_nchw, channels_last, offset_blocks, pair
+from tinynn.nn._window import Pads, add_windows, as_nchw, channels_last, offset_blocks, pair, zeros
 from tinynn.nn.module import Module
 
 
@@ -72,6 +72,10 @@ def pool_geometry(op: str, input_shape: tuple[int, ...], kernel_size: Any, strid
     if dilation[0] <= 0 or dilation[1] <= 0:
         raise RuntimeError(f"dilation should be greater than zero, but got dilationH: {dilation[0]} "
                            f"dilationW: {dilation[1]}")
+    # torch's pool2d_shape_check also bounds the padding by half the kernel itself, dilation aside.
+    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
+        raise RuntimeError(f"pad should be smaller than or equal to half of kernel size, but got padW = {pad[1]}, "
+                           f"padH = {pad[0]}, kW = {kernel[1]}, kH = {kernel[0]}")
     channels, height, width = input_shape[1:]
     out_size = tuple(_pool_output_size(*args, ceil_mode)
                      for args in zip((height, width), kernel, stride, pad, dilation))
@@ -124,7 +128,7 @@ def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding:
     """
     batched, unbatched, geometry = _avg_args(input, kernel_size, stride, padding, ceil_mode, divisor_override)
     x = channels_last(batched)
-    total = np.zeros((batched.shape[0], *geometry.out_size, batched.shape[1]), dtype=batched.dtype)
+    total = zeros((batched.shape[0], *geometry.out_size, batched.shape[1]), batched.dtype)
     for _, _, out_block, in_block in offset_blocks(batched.shape[2:], geometry.out_size, geometry.kernel,
                                                    geometry.stride, geometry.dilation, geometry.pads):
         total[:, out_block[0], out_block[1]] += x[:, in_block[0], in_block[1]]
@@ -141,10 +145,9 @@ def avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, kernel_size:
     _check_grad("avg_pool2d", grad_output, (*batched.shape[:2], *geometry.out_size))
     divisors = _avg_divisors(batched.shape, geometry, count_include_pad, divisor_override, batched.dtype)
     grad_per_tap = channels_last(grad_output) / divisors
-    grad_input = np.zeros(channels_last(batched).shape, dtype=batched.dtype)
     # The same (N, Ho, Wo, C) block for every offset: a broadcast view, nothing copied.
     grad_offsets = np.broadcast_to(grad_per_tap, (*geometry.kernel, *grad_per_tap.shape))
-    add_windows(grad_input, grad_offsets, geometry.stride, geometry.dilation, geometry.pads)
+    grad_input = add_windows(grad_offsets, batched.shape[2:], geometry.stride, geometry.dilation, geometry.pads)
     return _unbatch(as_nchw(grad_input), unbatched)
 
 
@@ -158,7 +161,7 @@ def _max_pool_winners(batched: np.ndarray, geometry: PoolGeometry) -> tuple[np.n
     """
     x = channels_last(batched)
     out_shape = (batched.shape[0], *geometry.out_size, batched.shape[1])
-    output = np.full(out_shape, -np.inf, dtype=batched.dtype)
+    output = np.full(out_shape, -np.inf, batched.dtype)
     winner = np.full(out_shape, -1, dtype=np.int16)
     for i, j, out_block, in_block in offset_blocks(batched.shape[2:], geometry.out_size, geometry.kernel,
                                                    geometry.stride, geometry.dilation, geometry.pads):
@@ -224,10 +227,8 @@ def _max_pool_grad(grad_output: np.ndarray, winner: np.ndarray, input_shape: tup
     offsets = np.arange(geometry.kernel[0] * geometry.kernel[1], dtype=winner.dtype)
     # grad_offsets[i, j] = dY where offset (i, j) won the window, else 0.
     grad_offsets = (winner == offsets[:, None, None, None, None]) * grad
-    grad_input = np.zeros((input_shape[0], *input_shape[2:], input_shape[1]), dtype=grad.dtype)
-    add_windows(grad_input, grad_offsets.reshape(*geometry.kernel, *grad.shape), geometry.stride,
-                geometry.dilation, geometry.pads)
-    return as_nchw(grad_input)
+    return as_nchw(add_windows(grad_offsets.reshape(*geometry.kernel, *grad.shape), input_shape[2:],
+                               geometry.stride, geometry.dilation, geometry.pads))
 
 
 def max_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, kernel_size: Any, stride: Any = None,
@@ -295,7 +296,7 @@ def _spread_bins(grad: np.ndarray, axis: int, bins: list[tuple[int, int]], size:
     """Adjoint of ``_average_bins``: each bin's gradient, divided by its length, added to its pixels."""
     shape = list(grad.shape)
     shape[axis] = size
-    grad_input = np.zeros(shape, dtype=grad.dtype)
+    grad_input = zeros(shape, grad.dtype)
     for i, (start, end) in enumerate(bins):
         target = (slice(None),) * axis + (slice(start, end),)
         source = (slice(None),) * axis + (slice(i, i + 1),)
