@@ -56,9 +56,11 @@ def assert_close(actual: Any, expected: Any, *, rtol: float, atol: float = 0.0,
     nan_a, nan_e = np.isnan(a64), np.isnan(e64)
     if (nan_a != nan_e).any():
         index = np.unravel_index(int(np.argmax(nan_a != nan_e)), a.shape)
-        raise AssertionError(f"{name}: NaN mismatch at index {index}: {a64[index]!r} vs expected {e64[index]!r}")
+        raise AssertionError(f"{name}: NaN mismatch at index {tuple(int(i) for i in index)}: {float(a64[index])!r} vs "
+                             f"expected {float(e64[index])!r}")
     a64, e64 = np.where(nan_a, 0.0, a64), np.where(nan_e, 0.0, e64)
-    diff = np.asarray(np.abs(a64 - e64))  # an array even for 0-d inputs (losses), so it can be masked
+    with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity: masked just below
+        diff = np.asarray(np.abs(a64 - e64))  # an array even for 0-d inputs (losses), so it can be masked
     same_inf = np.isinf(a64) & (a64 == e64)
     diff[same_inf] = 0.0
     finite_e = np.where(np.isinf(e64), 0.0, e64)
@@ -68,6 +70,6 @@ def assert_close(actual: Any, expected: Any, *, rtol: float, atol: float = 0.0,
     if not max_diff <= atol + rtol * scale:
         raise AssertionError(
             f"{name}: max |diff| {max_diff:.3e} > atol {atol:g} + rtol {rtol:g} * scale {scale:.3e}; "
-            f"worst at index {tuple(int(i) for i in worst)}: {a64[worst]!r} vs expected {e64[worst]!r}"
+            f"worst at index {tuple(int(i) for i in worst)}: {float(a64[worst])!r} vs expected {float(e64[worst])!r}"
         )
     return max_diff / scale if scale > 0 else (0.0 if max_diff == 0 else float("inf"))

@@ -238,3 +238,16 @@ def test_Identity_passes_input_and_gradient_through():
     assert repr(identity) == "Identity()"
     with pytest.raises(RuntimeError, match="run a forward first"):
         identity.backward(grad)
+
+
+@pytest.mark.parametrize("input_shape,weight_shape", [((2, 3, 0), (4, 0)), ((2, 3, 5), (0, 5)), ((0,), (2, 0))])
+def test_linear_backward_with_zero_features_matches_torch(input_shape, weight_shape):
+    # Found by the property tests: reshape(-1, 0) cannot infer the row count of an empty array.
+    rng = np.random.default_rng(3)
+    x, w = random_array(rng, input_shape), random_array(rng, weight_shape)
+    grad_output = random_grad(rng, (*input_shape[:-1], weight_shape[0]))
+    _, gx_t, gw_t, gb_t = _torch_linear(x, w, np.zeros(weight_shape[0]), grad_output)
+    gx, gw, gb = linear_backward(grad_output, x, w)
+    assert_close(gx, gx_t, rtol=TORCH_F64_RTOL, name="grad_input")
+    assert_close(gw, gw_t, rtol=TORCH_F64_RTOL, name="grad_weight")
+    assert_close(gb, gb_t, rtol=TORCH_F64_RTOL, name="grad_bias")

@@ -391,3 +391,22 @@ def test_non_integer_ignore_index_raises_type_error():
 def test_weight_that_is_not_an_array_raises_type_error():
     with pytest.raises(TypeError, match=r"weight must be a NumPy array of shape \(5,\), not list"):
         cross_entropy(np.zeros((4, C), np.float32), np.zeros(4, np.int64), [1.0] * C)
+
+
+@pytest.mark.parametrize("fn,backward,kwargs", [
+    (nll_loss, nll_loss_backward, {}),
+    (cross_entropy, cross_entropy_backward, {}),
+    (cross_entropy, cross_entropy_backward, {"label_smoothing": 0.3}),
+])
+def test_mean_over_zero_total_weight_gives_nan_grads_at_kept_samples_like_torch(fn, backward, kwargs):
+    # Found by the property tests: tinynn returned 0 where torch divides by the zero total weight.
+    rng = np.random.default_rng(5)
+    x = random_array(rng, (4, 4))
+    target = np.array([1, 2, 3, 1], dtype=np.int64)  # sample 2 is ignored; the others weigh 0
+    weight = np.array([1.0, 0.0, 0.0, 1.0])
+    torch_fn = {nll_loss: F.nll_loss, cross_entropy: F.cross_entropy}[fn]
+    loss_t, grad_t = _torch_loss(torch_fn, x, target, np.array(0.7), weight=weight, ignore_index=3, **kwargs)
+    assert_close(fn(x, target, weight, ignore_index=3, **kwargs), loss_t, rtol=TORCH_F64_RTOL, name="loss (NaN)")
+    grad = backward(np.array(0.7), x, target, weight, ignore_index=3, **kwargs)
+    assert np.isnan(grad[[0, 1, 3]]).any() and not np.isnan(grad[2]).any()
+    assert_close(grad, grad_t, rtol=TORCH_F64_RTOL, name="grad")

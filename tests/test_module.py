@@ -247,6 +247,17 @@ def test_flatten_matches_torch(start_dim, end_dim):
     assert layer.backward(np.ones(tuple(expected.shape))).shape == x.shape
 
 
+@pytest.mark.parametrize("shape,start_dim,end_dim", [((0, 3), 1, -1), ((0, 0), 0, 0), ((2, 0, 3), 1, 2),
+                                                     ((0, 2, 3), 1, -1)])
+def test_flatten_keeps_zero_length_sides_like_torch(shape, start_dim, end_dim):
+    # Found by the property tests: reshape(..., -1, ...) cannot infer a side when another is 0.
+    x = np.zeros(shape)
+    expected = torch.flatten(torch.zeros(shape), start_dim, end_dim)
+    layer = nn.Flatten(start_dim, end_dim)
+    assert layer(x).shape == tuple(expected.shape)
+    assert layer.backward(np.zeros(tuple(expected.shape))).shape == shape
+
+
 def test_flatten_rejects_start_after_end():
     with pytest.raises(RuntimeError, match="start_dim cannot come after end_dim"):
         nn.Flatten(2, 1)(np.zeros((2, 3, 4)))

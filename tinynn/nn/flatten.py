@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinynn.nn.module import Module
@@ -23,7 +25,10 @@ def flatten(input: np.ndarray, start_dim: int = 0, end_dim: int = -1) -> np.ndar
     if start > end:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
     shape = input.shape
-    return input.reshape((*shape[:start], -1, *shape[end + 1:])) if input.ndim else input.reshape(1)
+    if not input.ndim:
+        return input.reshape(1)
+    # The merged side spelled out, not -1: a reshape cannot infer it when another side is 0.
+    return input.reshape((*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:]))
 
 
 class Flatten(Module):

@@ -77,8 +77,9 @@ def linear_backward(
     Returns (grad_input or None, grad_weight, grad_bias or None).
     """
     if input.ndim != 2:
-        grad_output_2d = grad_output.reshape(-1, weight.shape[0])
-        input_2d = input.reshape(-1, weight.shape[1])
+        rows = math.prod(input.shape[:-1])  # not -1: a reshape cannot infer it when a side is 0
+        grad_output_2d = grad_output.reshape(rows, weight.shape[0])
+        input_2d = input.reshape(rows, weight.shape[1])
     else:
         grad_output_2d, input_2d = grad_output, input
     grad_weight = grad_output_2d.T @ input_2d

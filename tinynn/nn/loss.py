@@ -176,7 +176,10 @@ def _upstream(grad_output: Any, reduction: str, denominator: Any, sample_shape: 
             )
         scale = float(grad_output.item())
     if reduction == "mean":
-        scale = scale / float(denominator) if denominator else 0.0  # nothing kept: no gradient anywhere
+        # torch divides even by a zero total weight: kept samples that all weigh 0 get NaN
+        # gradients (their loss is 0/0), while ignored samples are masked to exactly 0 later.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = float(np.divide(scale, float(denominator)))
     return scale
 
 
@@ -193,6 +196,9 @@ def _nll_from_targets(log_probs: np.ndarray, targets: _Targets, reduction: str) 
     return total if reduction == "sum" else _mean(total, targets.total_weight)
 
 
+# invalid="ignore": with a zero 'mean' denominator the upstream is +-inf or NaN, and inf * 0 is
+# NaN here exactly as in torch, which never warns.
+@np.errstate(invalid="ignore")
 def _nll_grad(grad_output: Any, input: np.ndarray, targets: _Targets, reduction: str) -> np.ndarray:
     """dL/dinput of nll: -w[t_i] * upstream_i at each sample's class, 0 elsewhere."""
     upstream = _upstream(grad_output, reduction, targets.total_weight, targets.index.shape, input.dtype)
@@ -281,6 +287,7 @@ def _cross_entropy_value(log_probs: np.ndarray, target: Any, weight: np.ndarray 
     return (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
 
 
+@np.errstate(invalid="ignore")  # see _nll_grad
 def _cross_entropy_grad(grad_output: Any, log_probs: np.ndarray, target: Any, weight: np.ndarray | None,
                         reduction: str, label_smoothing: float) -> np.ndarray:
     """dL/dinput through log_softmax: dX = G - softmax * sum_c G, with G = dL/dlogp."""
