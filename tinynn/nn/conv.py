@@ -22,6 +22,7 @@ import numpy as np
 
 from tinynn._dtype import as_float_dtype, torch_name
 from tinynn.nn import init
+from tinynn.nn._blas import matmul
 from tinynn.nn._window import (
     Pads,
     Workspace,
@@ -164,7 +165,7 @@ def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
     out_channels = weight.shape[0]
     output = np.empty((rows, groups, out_channels // groups), dtype=input.dtype)
     # Y[:, g] = cols[:, g] @ W[g].T for every group in one batched matmul, written in place.
-    np.matmul(cols.transpose(1, 0, 2), _weight_matrix(weight, groups).transpose(0, 2, 1),
+    matmul(cols.transpose(1, 0, 2), _weight_matrix(weight, groups).transpose(0, 2, 1),
               out=output.transpose(1, 0, 2))
     if bias is not None:
         # Added to whole output rows (Wo*O values) at a time: NumPy's inner loop over only O values is slow.
@@ -203,9 +204,9 @@ def conv2d_backward_from_cols(grad_output: np.ndarray, cols: np.ndarray, weight:
     # A free view when grad_output is channels-last in memory, as the forward produced it.
     grad_matrix = channels_last(grad_output).reshape(rows, groups, out_channels // groups)
     # db = 1.T @ dY: a matrix-vector product (BLAS), several times faster than .sum(axis=0) on rows.
-    grad_bias = np.ones(rows, dtype=cols.dtype) @ grad_matrix.reshape(rows, out_channels) if has_bias else None
+    grad_bias = matmul(np.ones(rows, dtype=cols.dtype), grad_matrix.reshape(rows, out_channels)) if has_bias else None
     # dW[g].T = cols[:, g].T @ dY[:, g]: (kh*kw*C/g, O/g), rows ordered (i, j, c) as in im2col.
-    grad_weight = np.matmul(cols.transpose(1, 2, 0), grad_matrix.transpose(1, 0, 2))
+    grad_weight = matmul(cols.transpose(1, 2, 0), grad_matrix.transpose(1, 0, 2))
     grad_weight = grad_weight.reshape(groups, kernel_h, kernel_w, channels // groups, out_channels // groups)
     grad_weight = np.ascontiguousarray(grad_weight.transpose(0, 4, 3, 1, 2)).reshape(weight.shape)
     if not needs_input_grad:
@@ -217,7 +218,7 @@ def conv2d_backward_from_cols(grad_output: np.ndarray, cols: np.ndarray, weight:
         weight.reshape(groups, out_channels // groups, per_group, kernel_h * kernel_w).transpose(0, 3, 1, 2))
     offsets_shape = (kernel_h * kernel_w, rows, groups, per_group)
     grad_offsets = cols.reshape(offsets_shape) if overwrite_cols else np.empty(offsets_shape, dtype=cols.dtype)
-    np.matmul(grad_matrix.transpose(1, 0, 2)[:, None], weight_offsets, out=grad_offsets.transpose(2, 0, 1, 3))
+    matmul(grad_matrix.transpose(1, 0, 2)[:, None], weight_offsets, out=grad_offsets.transpose(2, 0, 1, 3))
     grad_input = add_windows(grad_offsets.reshape(kernel_h, kernel_w, batch, *geometry.out_size, groups, per_group),
                              input_shape[2:], geometry.stride, geometry.dilation, geometry.pads)
     return as_nchw(grad_input.reshape(batch, *input_shape[2:], channels)), grad_weight, grad_bias

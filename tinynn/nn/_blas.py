@@ -1,0 +1,61 @@
+"""``matmul``: ``np.matmul`` that keeps small products on one thread.
+
+NumPy's bundled OpenBLAS splits every product above about 256K multiply-adds across all cores.
+The products of a small CNN (a few million multiply-adds, tens of microseconds) gain little from a
+second thread and pay for waking it and waiting for it; on a busy machine a worker that is not
+scheduled in time stalls the product for a whole scheduler slice (the tutorial CNN's training step
+measured 20% slower with two BLAS threads than with one). So products below ``SMALL_PRODUCT``
+multiply-adds ask OpenBLAS for one thread, and larger ones use them all.
+
+The OpenBLAS that NumPy wheels bundle is found by file name; with any other BLAS this module is
+plain ``np.matmul``. Setting OpenBLAS's thread count costs well under a microsecond.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+SMALL_PRODUCT = 1 << 24  # multiply-adds: about 0.1 ms on one core
+
+
+def _openblas_thread_setters() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    """(get_num_threads, set_num_threads) of NumPy's bundled OpenBLAS, or None."""
+    for path in glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*")):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                getter = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
+                setter = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
+                if getter is not None and setter is not None:
+                    return getter, setter
+    return None
+
+
+_THREADS = _openblas_thread_setters()
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b, out=out)``, on one BLAS thread when it is a small product."""
+    if _THREADS is None:
+        return np.matmul(a, b, out=out)
+    a_shape = a.shape if a.ndim > 1 else (1, *a.shape)  # a vector is one row, or one column on the right
+    b_shape = b.shape if b.ndim > 1 else (*b.shape, 1)
+    batch = math.prod(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    if batch * a_shape[-2] * a_shape[-1] * b_shape[-1] >= SMALL_PRODUCT:
+        return np.matmul(a, b, out=out)
+    get_threads, set_threads = _THREADS
+    threads = get_threads()
+    set_threads(1)
+    try:
+        return np.matmul(a, b, out=out)
+    finally:
+        set_threads(threads)
