@@ -323,3 +323,17 @@ def test_conv2d_backward_checks_grad_output_shape():
     x, weight = np.zeros((1, 1, 5, 5)), np.zeros((2, 1, 3, 3))
     with pytest.raises(RuntimeError, match=r"expected grad_output of size \[1, 2, 3, 3\], got \[1, 2, 5, 5\]"):
         F.conv2d_backward(np.zeros((1, 2, 5, 5)), x, weight)
+
+
+def test_blas_matmul_matches_numpy_and_restores_the_thread_count():
+    from tinynn.nn import _blas
+
+    rng = np.random.default_rng(6)
+    threads_before = _blas._THREADS[0]() if _blas._THREADS else None
+    for a_shape, b_shape in [((7, 5), (5, 3)), ((5,), (5, 3)), ((2, 1, 4, 3), (2, 3, 3, 2)), ((300, 256), (256, 256))]:
+        a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+        np.testing.assert_array_equal(_blas.matmul(a, b), np.matmul(a, b))
+        out = np.empty(np.matmul(a, b).shape)
+        assert _blas.matmul(a, b, out=out) is out
+    if _blas._THREADS:
+        assert _blas._THREADS[0]() == threads_before
