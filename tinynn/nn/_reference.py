@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from tinynn.nn._window import pool_geometry
 from tinynn.nn.conv import conv_geometry
-from tinynn.nn.pooling import adaptive_bins, pool_geometry
+from tinynn.nn.pooling import adaptive_bins
 
 
 def _tap(o: int, k: int, stride: int, dilation: int, pad_before: int) -> int:
