@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, metavar="N",
                         help="at most N training steps per epoch (the training set cut to N * 64 rows)")
     parser.add_argument("--valid-size", type=int, metavar="N", help="validate on the first N rows only")
+    parser.add_argument("--per-step", action="store_true",
+                        help="float64 too: tinynn takes torch's weights before each step (automatic for "
+                             "fashion-mnist, whose training at the tutorial's lr 0.5 is chaotic even in float64)")
     parser.add_argument("--seed", type=int, default=0, help="seeds torch's initial weights and shuffle (default 0)")
     parser.add_argument("--json", metavar="PATH", default="parity-report/report.json",
                         help="the JSON report (default parity-report/report.json)")
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from parity import report
     from parity.data import load_data
-    from parity.runner import RunConfig, cuda_available, run_stages
+    from parity.runner import RunConfig, run_stages
+    from parity.torch_setup import cuda_available
 
     def say(line: str) -> None:
         if not args.quiet:
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     config = RunConfig(dtype=args.dtype, device=args.device, epochs=args.epochs, max_steps=args.max_steps,
-                       valid_size=args.valid_size, seed=args.seed)
+                       valid_size=args.valid_size, seed=args.seed, per_step=True if args.per_step else None)
     data = load_data(args.data, args.dataset, args.dtype, download=not args.no_download,
                      log=lambda line: print(line, flush=True))
     say(f"parity: {len(stages)} stage(s) on {data.source} "

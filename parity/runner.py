@@ -8,10 +8,17 @@ generator counts towards that framework's seconds.
 Modes:
 * ``lockstep`` (float64): both run on their own from the same start; every number must agree to
   PARITY_F64_RTOL at every step.
-* ``per_step`` (float32): before each step tinynn takes torch's current weights and momentum, so
-  each step is checked from shared weights (PARITY_F32_RTOL / PARITY_F32_ATOL).
-* ``independent`` (float32): both train on their own; only the final validation accuracy is held
-  to a bound (PARITY_F32_ACCURACY_POINTS), since float32 training is chaotic.
+* ``per_step`` (float32, or float64 on chaotic data): before each step tinynn takes torch's current
+  weights and momentum, so each step is checked from shared weights (PARITY_F32_RTOL /
+  PARITY_F32_ATOL in float32, PARITY_F64_RTOL in float64).
+* ``independent`` (after a per-step pass): both train on their own; only the final validation
+  accuracy is held to a bound (PARITY_F32_ACCURACY_POINTS), and only where that is meaningful.
+
+Chaos: on MNIST float64 training is not chaotic (a 1e-15 nudge to torch's weights stays within 1e-15
+in loss over two epochs), so lockstep is the proof there. Fashion-MNIST at the tutorial's lr 0.5 is:
+measured here, the same nudge grows to a 1% loss difference within 100 steps of the logistic
+regression and to O(1) by step 500, even in float64 and within torch alone. There only the per-step
+checks prove anything, so they are used in both dtypes and the end-to-end bound is not applied.
 """
 
 from __future__ import annotations
@@ -19,29 +26,21 @@ from __future__ import annotations
 import os
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from parity.compare import assert_close, to_numpy
+from parity.checks import KINDS, Checker, momentum_buffers, tolerance
+from parity.compare import to_numpy
 from parity.context import StageContext, TutorialData
 from parity.events import Epoch, Start, Step
-from parity.tolerances import (
-    PARITY_F32_ACCURACY_POINTS,
-    PARITY_F32_ATOL,
-    PARITY_F32_RTOL,
-    PARITY_F64_RTOL,
-)
+from parity.tolerances import PARITY_F32_ACCURACY_POINTS
+from parity.torch_setup import torch_settings, warm_up_torch
 
-# cuBLAS reads this when CUDA starts; deterministic algorithms need it (harmless without a GPU).
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-KINDS = ("loss", "grads", "weights", "momentum", "val_loss", "val_accuracy")
+CHAOTIC_DATA = ("fashion-mnist",)  # see the module docstring
 MAX_FAILURES_KEPT = 10
 
 
@@ -57,6 +56,12 @@ class RunConfig:
     max_steps: int | None = None  # per epoch: the training set is cut to its first max_steps * 64 rows
     valid_size: int | None = None  # the validation set is cut to its first valid_size rows
     seed: int = 0
+    per_step: bool | None = None  # None: float32 or chaotic data (see CHAOTIC_DATA) -> per step
+
+    def checks_per_step(self, source: str) -> bool:
+        if self.per_step is not None:
+            return self.per_step
+        return self.dtype == "float32" or source in CHAOTIC_DATA
 
 
 @dataclass
@@ -109,85 +114,11 @@ class StageResult:
             self.failures.append(message)
 
 
-@dataclass
-class Tolerance:
-    rtol: float
-    atol: float = 0.0
-    accuracy_points: float | None = None  # val accuracy: an absolute bound instead of rtol/atol
-    check_steps: bool = True
-
-
-TOLERANCES = {
-    "lockstep": Tolerance(PARITY_F64_RTOL),
-    "per_step": Tolerance(PARITY_F32_RTOL, PARITY_F32_ATOL, PARITY_F32_ACCURACY_POINTS),
-    "independent": Tolerance(PARITY_F32_RTOL, PARITY_F32_ATOL, PARITY_F32_ACCURACY_POINTS, check_steps=False),
-}
-
-
-# ---------------------------------------------------------------------------------------- torch set-up
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-@contextmanager
-def torch_settings(dtype: str, device: str) -> Iterator[None]:
-    """torch's global defaults for a run, restored afterwards.
-
-    ``set_default_dtype`` makes the tutorial's unchanged code build float64 tensors and models;
-    ``set_default_device`` puts them on the GPU for ``--device cuda``. With a GPU, TF32 is off and
-    only deterministic algorithms run, so a GPU run is reproducible and IEEE-exact per operation.
-    """
-    import torch
-
-    saved = (torch.get_default_dtype(), torch.get_default_device(),
-             (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()),
-             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    torch.set_default_dtype(torch.float64 if dtype == "float64" else torch.float32)
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        # warn_only: AdaptiveAvgPool2d's CUDA backward has no deterministic version and would raise.
-        # With output size 1 (stages 12, 13) each input gets exactly one atomic add, so the order of
-        # additions cannot change any bit; the warning says nothing useful here and is silenced.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if device != "cpu":
-        torch.set_default_device(device)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="adaptive_avg_pool2d_backward_cuda does not have a deterministic")
-            yield
-    finally:
-        torch.set_default_dtype(saved[0])
-        if device != "cpu":
-            # None, not "cpu": a default device installs a mode that slows every later torch call.
-            torch.set_default_device(None if saved[1].type == "cpu" else saved[1])
-        torch.use_deterministic_algorithms(saved[2][0], warn_only=saved[2][1])
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) = saved[3:]
-
-
 # ---------------------------------------------------------------------------------------- helpers
 def _array_of(param: Any) -> np.ndarray:
     """The writable ndarray behind a tinynn Parameter or a plain array."""
     data = getattr(param, "data", None)
     return data if isinstance(data, np.ndarray) and not isinstance(param, np.ndarray) else param
-
-
-def momentum_buffers(step: Step) -> dict[str, Any]:
-    """SGD's momentum buffers by parameter name (empty without momentum)."""
-    if step.optimizer is None:
-        return {}
-    buffers = {}
-    for name, param in step.params.items():
-        state = step.optimizer.state.get(param)
-        if state and state.get("momentum_buffer") is not None:
-            buffers[name] = state["momentum_buffer"]
-    return buffers
 
 
 def _load_start(tinynn_start: Start, torch_start: Start) -> str:
@@ -222,66 +153,6 @@ def _sync(tinynn_step: Step, torch_step: Step) -> None:
     for name, param in tinynn_step.params.items():
         state = tinynn_step.optimizer.state[param]
         state["momentum_buffer"] = np.array(to_numpy(torch_buffers[name]), copy=True)
-
-
-class _Checker:
-    def __init__(self, result: StageResult, tolerance: Tolerance) -> None:
-        self.result = result
-        self.tol = tolerance
-        for kind in KINDS:
-            result.worst.setdefault(kind, 0.0)
-            result.checked.setdefault(kind, 0)
-
-    def check(self, kind: str, label: str, actual: Any, expected: Any, *, check_dtype: bool = True) -> None:
-        a, e = to_numpy(actual), to_numpy(expected)
-        self.result.checked[kind] += 1
-        if a.shape != e.shape or (check_dtype and a.dtype != e.dtype):
-            self.result.worst[kind] = float("inf")
-            self.result.fail(f"{label}: tinynn {a.dtype}{list(a.shape)} vs torch {e.dtype}{list(e.shape)}")
-            return
-        a64, e64 = np.asarray(a, dtype=np.float64), np.asarray(e, dtype=np.float64)
-        diff = float(np.max(np.abs(a64 - e64))) if a.size else 0.0
-        scale = float(np.max(np.abs(e64))) if e.size else 0.0
-        rel = 0.0 if diff == 0.0 else (diff / scale if scale > 0 else float("inf"))
-        if np.isnan(rel):
-            rel = float("inf")
-        self.result.worst[kind] = max(self.result.worst[kind], rel)
-        if not self.tol.check_steps:  # independent float32 runs: only the final accuracy is bounded
-            return
-        if kind == "val_accuracy" and self.tol.accuracy_points is not None:
-            if not diff <= self.tol.accuracy_points:
-                self.result.fail(f"{label}: tinynn {float(a):.4f} vs torch {float(e):.4f}, "
-                                 f"more than {self.tol.accuracy_points:g} apart")
-            return
-        if diff <= self.tol.atol + self.tol.rtol * scale:
-            return
-        try:  # a NaN in the same place in both, or any other reason: let assert_close decide and explain
-            assert_close(a, e, rtol=self.tol.rtol, atol=self.tol.atol, name=label, check_dtype=check_dtype)
-        except AssertionError as exc:
-            self.result.fail(str(exc))
-
-    def step(self, index: int, tinynn_step: Step, torch_step: Step) -> None:
-        where = f"step {index}"
-        self.check("loss", f"{where} loss", tinynn_step.loss, torch_step.loss)
-        if set(tinynn_step.grads) != set(torch_step.grads):
-            self.result.fail(f"{where}: gradients for {sorted(tinynn_step.grads)} vs torch {sorted(torch_step.grads)}")
-        for name in torch_step.grads.keys() & tinynn_step.grads.keys():
-            self.check("grads", f"{where} grad {name}", tinynn_step.grads[name], torch_step.grads[name])
-        for name, param in torch_step.params.items():
-            if name in tinynn_step.params:
-                self.check("weights", f"{where} weight {name}", tinynn_step.params[name], param)
-        tinynn_buffers, torch_buffers = momentum_buffers(tinynn_step), momentum_buffers(torch_step)
-        if set(tinynn_buffers) != set(torch_buffers):
-            self.result.fail(f"{where}: momentum buffers for {sorted(tinynn_buffers)} vs torch {sorted(torch_buffers)}")
-        for name in torch_buffers.keys() & tinynn_buffers.keys():
-            self.check("momentum", f"{where} momentum {name}", tinynn_buffers[name], torch_buffers[name])
-
-    def epoch(self, index: int, tinynn_epoch: Epoch, torch_epoch: Epoch) -> None:
-        # Metrics are Python floats on one side and tensors or NumPy scalars on the other: no dtype check.
-        self.check("val_loss", f"epoch {index} val loss", tinynn_epoch.val_loss, torch_epoch.val_loss,
-                   check_dtype=False)
-        self.check("val_accuracy", f"epoch {index} val accuracy", tinynn_epoch.val_accuracy,
-                   torch_epoch.val_accuracy, check_dtype=False)
 
 
 class _Timed:
@@ -342,7 +213,7 @@ def drive(stage: ModuleType, data: TutorialData, config: RunConfig, mode: str,
     import tinynn
 
     result = StageResult(stage.NAME, stage.TITLE, stage.KIND, mode)
-    checker = _Checker(result, TOLERANCES[mode])
+    checker = Checker(result, tolerance(config.dtype, mode))
     ctx = StageContext(data, config.epochs, config.seed)
     torch.manual_seed(config.seed)
     tinynn.manual_seed(config.seed)
@@ -387,7 +258,7 @@ def drive(stage: ModuleType, data: TutorialData, config: RunConfig, mode: str,
         torch_side.close()
         tinynn_side.close()
     if mode == "independent" and result.error is None:
-        result.end_to_end = _end_to_end(result)
+        result.end_to_end = _end_to_end(result, bounded=data.source not in CHAOTIC_DATA)
     return result
 
 
@@ -399,27 +270,30 @@ def _epoch_line(result: StageResult, epoch: int, epochs: int) -> str:
             f"worst rel diff {worst:.1e} ({n.seconds:.1f}s / {t.seconds:.1f}s)")
 
 
-def _end_to_end(result: StageResult) -> dict[str, Any]:
+def _end_to_end(result: StageResult, bounded: bool) -> dict[str, Any]:
+    """Final validation accuracy of the independent runs; held to the bound unless the data is chaotic."""
     tinynn_acc = result.tinynn.val_accuracy[-1] if result.tinynn.val_accuracy else float("nan")
     torch_acc = result.torch.val_accuracy[-1] if result.torch.val_accuracy else float("nan")
     gap = abs(tinynn_acc - torch_acc)
     return {"tinynn_val_accuracy": tinynn_acc, "torch_val_accuracy": torch_acc, "accuracy_gap": gap,
-            "bound": PARITY_F32_ACCURACY_POINTS, "ok": bool(gap <= PARITY_F32_ACCURACY_POINTS)}
+            "bound": PARITY_F32_ACCURACY_POINTS if bounded else None,
+            "ok": bool(gap <= PARITY_F32_ACCURACY_POINTS) or not bounded}
 
 
 # ---------------------------------------------------------------------------------------- a stage, a run
 def run_stage(stage: ModuleType, data: TutorialData, config: RunConfig,
               progress: Callable[[str], None] | None = None) -> StageResult:
-    """float64: one lockstep pass. float32: a per-step pass (the checks), then an independent one
-    (each framework's own training, its figures and timings, and the end-to-end accuracy bound)."""
+    """float64 on MNIST: one lockstep pass. float32 (or chaotic data): a per-step pass (the checks),
+    then an independent one (each framework's own training, its figures and timings, and the
+    end-to-end accuracy bound)."""
     data = cut_data(data, config)
-    if config.dtype == "float64":
+    if not config.checks_per_step(data.source):
         return drive(stage, data, config, "lockstep", progress)
     if progress:
-        progress("    float32, per step from torch's weights:")
+        progress(f"    {config.dtype}, per step from torch's weights:")
     checked = drive(stage, data, config, "per_step", progress)
     if progress:
-        progress("    float32, each framework on its own:")
+        progress(f"    {config.dtype}, each framework on its own:")
     free = drive(stage, data, config, "independent", progress)
     checked.tinynn, checked.torch = free.tinynn, free.torch
     checked.end_to_end = free.end_to_end or {"ok": False}
@@ -427,21 +301,6 @@ def run_stage(stage: ModuleType, data: TutorialData, config: RunConfig,
     if free.error and not checked.error:
         checked.error = f"independent run: {free.error}"
     return checked
-
-
-def warm_up_torch() -> None:
-    """One small conv + SGD-momentum step, so that torch's one-off start-up costs (lazy imports in
-    its optimizers, first kernel dispatch) are not billed to the first stage's timing."""
-    import torch
-
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), torch.nn.ReLU(),
-                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(2):
-        loss = torch.nn.functional.cross_entropy(model(torch.rand(8, 1, 28, 28)), torch.arange(8))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
 
 
 def run_stages(stages: list[ModuleType], data: TutorialData, config: RunConfig,
@@ -469,7 +328,7 @@ def _summary_line(result: StageResult) -> str:
     lines += [f"    {failure}" for failure in result.failures[:3]]
     if result.failure_count > 3:
         lines.append(f"    ... {result.failure_count - 3} more failed checks")
-    if result.end_to_end and not result.end_to_end.get("ok", False) and "accuracy_gap" in result.end_to_end:
+    if result.end_to_end and not result.end_to_end.get("ok", False) and result.end_to_end.get("bound"):
         lines.append(f"    end to end: val accuracy {result.end_to_end['accuracy_gap']:.4f} apart "
                      f"(bound {result.end_to_end['bound']})")
     return "\n".join(lines)

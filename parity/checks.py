@@ -1,0 +1,108 @@
+"""The comparisons: each array tinynn produced against torch's, held to the tolerance of the mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from parity.compare import assert_close, to_numpy
+from parity.events import Epoch, Step
+from parity.tolerances import (
+    PARITY_F32_ACCURACY_POINTS,
+    PARITY_F32_ATOL,
+    PARITY_F32_RTOL,
+    PARITY_F64_RTOL,
+)
+
+KINDS = ("loss", "grads", "weights", "momentum", "val_loss", "val_accuracy")
+
+
+@dataclass
+class Tolerance:
+    rtol: float
+    atol: float = 0.0
+    accuracy_points: float | None = None  # val accuracy: an absolute bound instead of rtol/atol
+    check_steps: bool = True
+
+
+def tolerance(dtype: str, mode: str) -> Tolerance:
+    """What each compared number is held to, from parity/tolerances.py."""
+    if mode == "independent":
+        return Tolerance(PARITY_F64_RTOL, accuracy_points=PARITY_F32_ACCURACY_POINTS, check_steps=False)
+    if dtype == "float64":
+        return Tolerance(PARITY_F64_RTOL)
+    return Tolerance(PARITY_F32_RTOL, PARITY_F32_ATOL, PARITY_F32_ACCURACY_POINTS)
+
+
+def momentum_buffers(step: Step) -> dict[str, Any]:
+    """SGD's momentum buffers by parameter name (empty without momentum)."""
+    if step.optimizer is None:
+        return {}
+    buffers = {}
+    for name, param in step.params.items():
+        state = step.optimizer.state.get(param)
+        if state and state.get("momentum_buffer") is not None:
+            buffers[name] = state["momentum_buffer"]
+    return buffers
+
+
+class Checker:
+    def __init__(self, result: Any, tolerance: Tolerance) -> None:
+        self.result = result
+        self.tol = tolerance
+        for kind in KINDS:
+            result.worst.setdefault(kind, 0.0)
+            result.checked.setdefault(kind, 0)
+
+    def check(self, kind: str, label: str, actual: Any, expected: Any, *, check_dtype: bool = True) -> None:
+        a, e = to_numpy(actual), to_numpy(expected)
+        self.result.checked[kind] += 1
+        if a.shape != e.shape or (check_dtype and a.dtype != e.dtype):
+            self.result.worst[kind] = float("inf")
+            self.result.fail(f"{label}: tinynn {a.dtype}{list(a.shape)} vs torch {e.dtype}{list(e.shape)}")
+            return
+        a64, e64 = np.asarray(a, dtype=np.float64), np.asarray(e, dtype=np.float64)
+        diff = float(np.max(np.abs(a64 - e64))) if a.size else 0.0
+        scale = float(np.max(np.abs(e64))) if e.size else 0.0
+        rel = 0.0 if diff == 0.0 else (diff / scale if scale > 0 else float("inf"))
+        if np.isnan(rel):
+            rel = float("inf")
+        self.result.worst[kind] = max(self.result.worst[kind], rel)
+        if not self.tol.check_steps:  # independent float32 runs: only the final accuracy is bounded
+            return
+        if kind == "val_accuracy" and self.tol.accuracy_points is not None:
+            if not diff <= self.tol.accuracy_points:
+                self.result.fail(f"{label}: tinynn {float(a):.4f} vs torch {float(e):.4f}, "
+                                 f"more than {self.tol.accuracy_points:g} apart")
+            return
+        if diff <= self.tol.atol + self.tol.rtol * scale:
+            return
+        try:  # a NaN in the same place in both, or any other reason: let assert_close decide and explain
+            assert_close(a, e, rtol=self.tol.rtol, atol=self.tol.atol, name=label, check_dtype=check_dtype)
+        except AssertionError as exc:
+            self.result.fail(str(exc))
+
+    def step(self, index: int, tinynn_step: Step, torch_step: Step) -> None:
+        where = f"step {index}"
+        self.check("loss", f"{where} loss", tinynn_step.loss, torch_step.loss)
+        if set(tinynn_step.grads) != set(torch_step.grads):
+            self.result.fail(f"{where}: gradients for {sorted(tinynn_step.grads)} vs torch {sorted(torch_step.grads)}")
+        for name in torch_step.grads.keys() & tinynn_step.grads.keys():
+            self.check("grads", f"{where} grad {name}", tinynn_step.grads[name], torch_step.grads[name])
+        for name, param in torch_step.params.items():
+            if name in tinynn_step.params:
+                self.check("weights", f"{where} weight {name}", tinynn_step.params[name], param)
+        tinynn_buffers, torch_buffers = momentum_buffers(tinynn_step), momentum_buffers(torch_step)
+        if set(tinynn_buffers) != set(torch_buffers):
+            self.result.fail(f"{where}: momentum buffers for {sorted(tinynn_buffers)} vs torch {sorted(torch_buffers)}")
+        for name in torch_buffers.keys() & tinynn_buffers.keys():
+            self.check("momentum", f"{where} momentum {name}", tinynn_buffers[name], torch_buffers[name])
+
+    def epoch(self, index: int, tinynn_epoch: Epoch, torch_epoch: Epoch) -> None:
+        # Metrics are Python floats on one side and tensors or NumPy scalars on the other: no dtype check.
+        self.check("val_loss", f"epoch {index} val loss", tinynn_epoch.val_loss, torch_epoch.val_loss,
+                   check_dtype=False)
+        self.check("val_accuracy", f"epoch {index} val accuracy", tinynn_epoch.val_accuracy,
+                   torch_epoch.val_accuracy, check_dtype=False)
