@@ -12,7 +12,10 @@ ratio tinynn/torch taken per round, then the median over rounds, so that a busy 
 machine falls on both. Both libraries keep worker threads that spin for a while after their last
 parallel call (OpenBLAS's for about 0.1 s); a short sleep before each block (``settle_s``) lets
 the other library's threads go idle, so each block measures one library, not the two fighting
-over two cores. ``--settle 0`` measures them back to back instead.
+over two cores. ``--settle 0`` measures them back to back instead. On a machine busy with other
+work, torch's two OpenMP threads (which wait for each other at every parallel region) slow down
+far more than tinynn, whose small products run on one thread (``tinynn.nn._blas``): compare the
+"best blocks" figures, and note the load average, before reading much into a ratio.
 
 Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python -m benchmarks.conv_speed``
 (those two variables slow NumPy's OpenBLAS on the project's machines; ``--quick`` for a smoke run).

@@ -212,7 +212,8 @@ def conv2d_backward_from_cols(grad_output: np.ndarray, cols: np.ndarray, weight:
     if not needs_input_grad:
         return None, grad_weight, grad_bias
     # dcols = dY @ W, one (N*Ho*Wo, C) block per kernel offset (i, j): contiguous blocks make the
-    # col2im adds run along whole rows. weight_offsets[g, i*kw + j] = W[g-th O/g, :, i, j].
+    # col2im adds run along whole rows. weight_offsets[g, i*kw + j] is the (O/g, C/g) matrix W[group g's
+    # outputs, :, i, j].
     per_group = channels // groups
     weight_offsets = np.ascontiguousarray(
         weight.reshape(groups, out_channels // groups, per_group, kernel_h * kernel_w).transpose(0, 3, 1, 2))
