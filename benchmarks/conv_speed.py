@@ -268,13 +268,14 @@ def run(quick: bool = False, settle_s: float = 0.25, memory: bool = True) -> dic
     import torch
 
     torch.manual_seed(0)
-    results: dict[str, Any] = {"blas": blas_info()}
+    results: dict[str, Any] = {"blas": blas_info(), "load_average_before": os.getloadavg()[0]}
     steps, rounds = (10, 3) if quick else (20, 31)
     tutorial = tutorial_step_tinynn(), tutorial_step_torch()
     results["tutorial_step"] = compare(*tutorial, steps, rounds, settle_s)
     if settle_s:
         results["tutorial_step_back_to_back"] = compare(*tutorial, steps, rounds, 0.0)
     results["wide_conv"] = compare(wide_conv_tinynn(), wide_conv_torch(), max(steps // 10, 2), rounds, settle_s)
+    results["load_average_after"] = os.getloadavg()[0]
     if memory:
         samples = 5_000 if quick else 50_000
         results["epoch_memory"] = {name: epoch_memory(name, samples) for name in ("tinynn", "torch")}
@@ -285,7 +286,8 @@ def report(results: dict[str, Any]) -> str:
     blas = results["blas"]
     lines = [f"numpy {blas['numpy']} ({blas.get('numpy_blas')}; loaded: {blas.get('openblas_config', '?')}, "
              f"core {blas.get('openblas_core', '?')}, {blas.get('openblas_threads', '?')} threads), "
-             f"torch {blas['torch']} ({blas['torch_threads']} threads), {blas['cpus']} CPUs"]
+             f"torch {blas['torch']} ({blas['torch_threads']} threads), {blas['cpus']} CPUs; load average "
+             f"{results['load_average_before']:.1f} before the timings, {results['load_average_after']:.1f} after"]
     for key in ("tutorial_step", "tutorial_step_back_to_back"):
         if key in results:
             step = results[key]
