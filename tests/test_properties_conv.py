@@ -1,0 +1,263 @@
+"""Properties: conv2d and the three poolings (functional and modules) against torch autograd.
+
+Drawn: batch (0 and unbatched included), channels, groups, sizes, kernel, stride, padding (ints,
+pairs, lists, 'same'/'valid'), dilation, bias, ceil_mode, count_include_pad, divisor_override,
+adaptive sizes that do not divide the input, max-pooling inputs full of ties and of +-inf/NaN,
+memory layouts (channels-last, Fortran, strided views), and random upstream gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import tinynn.nn as nn
+import tinynn.nn.functional as F
+from tests.strategies import (
+    VALUE_STYLES,
+    arrays,
+    as_pair,
+    assert_grads_match,
+    assert_matches,
+    dtypes,
+    grads,
+    int_or_pair,
+    layouts,
+    one_torch_thread,  # noqa: F401 - an autouse fixture
+    reference_device,
+    relayout,
+    to_torch,
+    torch_autograd,
+)
+
+# torch warns that it copies the input for 'same' with even kernels; tinynn pads the same way.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+
+TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
+
+
+@st.composite
+def images(draw: st.DrawFn, channels: int, height: int, width: int, dtype, styles=VALUE_STYLES) -> np.ndarray:
+    """(N, C, H, W) with N in 0..3, or unbatched (C, H, W), in a drawn memory layout."""
+    batch = draw(st.sampled_from([None, 0, 1, 2, 3]))
+    shape = (channels, height, width) if batch is None else (batch, channels, height, width)
+    return relayout(draw(arrays(shape, dtype, styles)), draw(layouts))
+
+
+@st.composite
+def upstream(draw: st.DrawFn, shape: tuple[int, ...], dtype) -> np.ndarray:
+    return relayout(draw(grads(shape, dtype)), draw(layouts))
+
+
+# ---------------------------------------------------------------------------------------- conv2d
+@st.composite
+def conv_cases(draw: st.DrawFn) -> dict:
+    dtype = draw(dtypes)
+    groups = draw(st.integers(1, 3))
+    in_channels, out_channels = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    kernel = draw(int_or_pair(1, 3))
+    dilation = draw(int_or_pair(1, 2))
+    padding = draw(st.sampled_from(["same", "valid"]) | int_or_pair(0, 2))
+    stride = 1 if padding == "same" else draw(int_or_pair(1, 3))
+    sides = []
+    for k, d, p in zip(as_pair(kernel), as_pair(dilation), (0, 0) if isinstance(padding, str) else as_pair(padding)):
+        total_pad = d * (k - 1) if padding == "same" else 2 * p
+        sides.append(max(1, d * (k - 1) + 1 - total_pad) + draw(st.integers(0, 3)))  # the kernel fits
+    x = draw(images(in_channels, *sides, dtype))
+    kh, kw = as_pair(kernel)
+    return dict(
+        x=x, weight=draw(arrays((out_channels, in_channels // groups, kh, kw), dtype)),
+        bias=draw(arrays((out_channels,), dtype)) if draw(st.booleans()) else None,
+        kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
+    )
+
+
+def _torch_conv(case: dict, grad_output: np.ndarray):
+    return torch_autograd(lambda x, w, b: TF.conv2d(x, w, b, **case["kwargs"]),
+                          [case["x"], case["weight"], case["bias"]], grad_output)
+
+
+@given(case=conv_cases(), data=st.data())
+def test_conv2d_functional_matches_torch(case, data):
+    x, weight, bias, kwargs = case["x"], case["weight"], case["bias"], case["kwargs"]
+    output = F.conv2d(x, weight, bias, **kwargs)
+    grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
+    expected, (grad_x, grad_w, grad_b) = _torch_conv(case, grad_output)
+    assert_matches(output, expected, "output")
+    grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, x, weight, has_bias=bias is not None,
+                                                           **kwargs)
+    assert_matches(grad_input, grad_x, "grad_input")
+    assert_matches(grad_weight, grad_w, "grad_weight")
+    if bias is None:
+        assert grad_bias is None
+    else:
+        assert_matches(grad_bias, grad_b, "grad_bias")
+
+
+@given(first=conv_cases(), data=st.data())
+def test_conv2d_module_matches_torch_and_accumulates_grads(first, data):
+    weight, bias, kwargs = first["weight"], first["bias"], first["kwargs"]
+    out_channels, in_per_group, kh, kw = weight.shape
+    in_channels, dtype = in_per_group * kwargs["groups"], weight.dtype.type
+    args = (in_channels, out_channels, (kh, kw), kwargs["stride"], kwargs["padding"], kwargs["dilation"],
+            kwargs["groups"], bias is not None)
+    module = nn.Conv2d(*args, dtype=dtype)
+    torch_module = torch.nn.Conv2d(*args, dtype=TORCH_DTYPE[dtype], device=reference_device())
+    state = {"weight": weight} | ({} if bias is None else {"bias": bias})
+    module.load_state_dict(state)
+    torch_module.load_state_dict({name: to_torch(value) for name, value in state.items()})
+    # Three forward/backward pairs without zero_grad (the module reuses its im2col workspace); the
+    # last one without an input gradient, like a first layer, still adds into the parameters' grads.
+    second_x = relayout(data.draw(arrays(first["x"].shape, dtype), label="second x"), data.draw(layouts))
+    for step, (x, needs_input_grad) in enumerate([(first["x"], True), (second_x, True), (first["x"], False)]):
+        output = module(x)
+        grad_output = data.draw(upstream(output.shape, dtype), label=f"grad_output {step}")
+        x_t = to_torch(x, requires_grad=needs_input_grad)
+        output_t = torch_module(x_t)
+        output_t.backward(to_torch(grad_output))
+        assert_matches(output, output_t, f"output {step}")
+        grad_input = module.backward(grad_output, needs_input_grad=needs_input_grad)
+        if needs_input_grad:
+            assert_matches(grad_input, x_t.grad, f"grad_input {step}")
+        else:
+            assert grad_input is None
+    assert_grads_match(module, torch_module)
+
+
+# ---------------------------------------------------------------------------------------- pooling
+@st.composite
+def pool_cases(draw: st.DrawFn, kind: str) -> dict:
+    """kernel/stride/padding(/dilation) valid for torch, an input the windows fit, and the options."""
+    dtype = draw(dtypes)
+    kernel = draw(int_or_pair(1, 3))
+    dilation = draw(int_or_pair(1, 2)) if kind == "max" else 1
+    pads, sides = [], []
+    for k, d in zip(as_pair(kernel), as_pair(dilation)):
+        effective = d * (k - 1) + 1
+        pads.append(draw(st.integers(0, k // 2)))  # torch: at most half the kernel (dilation not counted)
+        sides.append(max(1, effective - 2 * pads[-1]) + draw(st.integers(0, 4)))
+    padding = pads[0] if pads[0] == pads[1] and draw(st.booleans()) else tuple(pads)
+    kwargs = dict(kernel_size=kernel, stride=draw(st.none() | int_or_pair(1, 3)), padding=padding,
+                  ceil_mode=draw(st.booleans()))
+    if kind == "max":
+        kwargs["dilation"] = dilation
+        styles = ("ties", "ties", "normal", "large", "special")
+    else:
+        kwargs["count_include_pad"] = draw(st.booleans())
+        kwargs["divisor_override"] = draw(st.none() | st.integers(1, 5))
+        styles = VALUE_STYLES
+    if kind == "max":
+        # A dilated window can fall wholly in the padding; torch then returns an index outside the
+        # input and its backward writes there (heap corruption, seen in torch 2.13): not a reference.
+        stride = as_pair(kwargs["stride"] if kwargs["stride"] is not None else kernel)
+        for size, k, d, p, s in zip(sides, as_pair(kernel), as_pair(dilation), pads, stride):
+            outputs = F.max_pool2d(np.zeros((1, 1, size)), (1, k), (1, s), (0, p), (1, d), kwargs["ceil_mode"])
+            starts = np.arange(outputs.shape[-1]) * s - p
+            assume(all(any(0 <= start + i * d < size for i in range(k)) for start in starts))
+    style = draw(st.sampled_from(styles))
+    x = draw(images(draw(st.integers(1, 3)), *sides, dtype, ("ties",) if style == "special" else (style,)))
+    if style == "special":  # +-inf and NaN among ties: NaN wins a window in torch, -inf never beats a real value
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        specials = rng.choice(np.array([np.inf, -np.inf, np.nan], dtype=x.dtype), size=x.shape)
+        x = np.where(rng.random(x.shape) < 0.3, specials, x)
+    return dict(x=x, kwargs=kwargs)
+
+
+@given(case=pool_cases("max"), data=st.data())
+def test_max_pool2d_functional_and_module_match_torch_with_indices(case, data):
+    x, kwargs = case["x"], case["kwargs"]
+    output, indices = F.max_pool2d(x, return_indices=True, **kwargs)
+    grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
+    expected, (grad_x,) = torch_autograd(lambda t: TF.max_pool2d(t, **kwargs), [x], grad_output)
+    expected_indices = TF.max_pool2d(to_torch(x), return_indices=True, **kwargs)[1]
+    assert_matches(output, expected, "output")
+    assert_matches(indices, expected_indices, "indices")
+    assert_matches(F.max_pool2d(x, **kwargs), expected, "output without indices")
+    assert_matches(F.max_pool2d_backward(grad_output, x, **kwargs), grad_x, "grad_input")
+    assert_matches(F.max_pool2d_backward(grad_output, x, indices=indices, **kwargs), grad_x, "grad_input, indices")
+    for return_indices in (True, False):
+        module = nn.MaxPool2d(**kwargs, return_indices=return_indices)
+        module_output = module(x)
+        if return_indices:
+            module_output, module_indices = module_output
+            assert_matches(module_indices, expected_indices, "module indices")
+        assert_matches(module_output, expected, "module output")
+        assert_matches(module.backward(grad_output), grad_x, "module grad_input")
+
+
+@given(case=pool_cases("avg"), data=st.data())
+def test_avg_pool2d_functional_and_module_match_torch(case, data):
+    x, kwargs = case["x"], case["kwargs"]
+    output = F.avg_pool2d(x, **kwargs)
+    grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
+    expected, (grad_x,) = torch_autograd(lambda t: TF.avg_pool2d(t, **kwargs), [x], grad_output)
+    assert_matches(output, expected, "output")
+    assert_matches(F.avg_pool2d_backward(grad_output, x, **kwargs), grad_x, "grad_input")
+    module = nn.AvgPool2d(**kwargs)
+    assert_matches(module(x), expected, "module output")
+    assert_matches(module.backward(grad_output), grad_x, "module grad_input")
+
+
+@st.composite
+def adaptive_cases(draw: st.DrawFn) -> dict:
+    dtype = draw(dtypes)
+    height, width = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    side = st.integers(0, 9)  # 0 (an empty output), smaller, equal, larger, rarely a divisor
+    output_size = draw(side | st.tuples(side | st.none(), side | st.none()) | st.lists(side, min_size=2, max_size=2))
+    return dict(x=draw(images(draw(st.integers(1, 3)), height, width, dtype)), output_size=output_size)
+
+
+@given(case=adaptive_cases(), data=st.data())
+def test_adaptive_avg_pool2d_functional_and_module_match_torch(case, data):
+    x, output_size = case["x"], case["output_size"]
+    output = F.adaptive_avg_pool2d(x, output_size)
+    if 0 in output.shape[-2:]:  # torch's backward refuses an empty output, so only the forward compares
+        assert_matches(output, TF.adaptive_avg_pool2d(to_torch(x), output_size), "empty output")
+        return
+    grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
+    expected, (grad_x,) = torch_autograd(lambda t: TF.adaptive_avg_pool2d(t, output_size), [x], grad_output)
+    assert_matches(output, expected, "output")
+    assert_matches(F.adaptive_avg_pool2d_backward(grad_output, x), grad_x, "grad_input")
+    module = nn.AdaptiveAvgPool2d(output_size)
+    assert_matches(module(x), expected, "module output")
+    assert_matches(module.backward(grad_output), grad_x, "module grad_input")
+
+
+# ---------------------------------------------------------------------------------------- argument errors
+@st.composite
+def any_window_arguments(draw: st.DrawFn) -> tuple[str, np.ndarray, dict]:
+    """conv2d/max_pool2d/avg_pool2d calls with arguments drawn past torch's limits, forward only."""
+    op = draw(st.sampled_from(["conv2d", "max_pool2d", "avg_pool2d"]))
+    channels = draw(st.integers(1, 4))
+    x = np.zeros((1, channels, draw(st.integers(1, 6)), draw(st.integers(1, 6))))
+    kernel = draw(int_or_pair(1, 5))
+    kwargs = dict(stride=draw(int_or_pair(0, 3)), padding=draw(int_or_pair(-1, 4)))
+    if op == "conv2d":
+        groups = draw(st.integers(1, 3))
+        kwargs |= dict(dilation=draw(int_or_pair(0, 3)), groups=groups, padding=draw(
+            st.just(kwargs["padding"]) | st.sampled_from(["same", "valid"])))
+        weight_shape = (groups * draw(st.integers(0, 2)) + draw(st.integers(0, 1)), draw(st.integers(1, 3)),
+                        *as_pair(kernel))
+        return op, x, kwargs | dict(weight=np.zeros(weight_shape))
+    kwargs |= dict(kernel_size=kernel, ceil_mode=draw(st.booleans()))
+    if op == "max_pool2d":
+        kwargs["dilation"] = draw(int_or_pair(0, 3))
+    return op, x, kwargs
+
+
+@given(call=any_window_arguments())
+def test_window_ops_refuse_exactly_the_arguments_torch_refuses(call):
+    # Argument checks only, so torch on the CPU whatever the reference device: no odd call reaches a GPU.
+    op, x, kwargs = call
+    try:
+        expected = getattr(TF, op)(torch.from_numpy(x), **{
+            key: torch.from_numpy(value) if key == "weight" else value for key, value in kwargs.items()})
+    except RuntimeError:
+        with pytest.raises(RuntimeError):
+            getattr(F, op)(x, **kwargs)
+        return
+    assert getattr(F, op)(x, **kwargs).shape == tuple(expected.shape)

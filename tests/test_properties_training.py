@@ -1,0 +1,270 @@
+"""Properties: SGD, DataLoader, state_dict round trips and whole random models against torch.
+
+Whole models are random ``Sequential`` stacks of Conv2d/ReLU/pooling/Flatten/Linear built twice,
+in torch and in tinynn, with torch's initial weights loaded into tinynn by ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinynn.nn as nn
+import tinynn.optim as optim
+import tinynn.utils.data as data
+from parity.compare import assert_close
+from tests.strategies import (
+    CONTINUOUS_STYLES,
+    arrays,
+    assert_grads_match,
+    assert_matches,
+    dtypes,
+    grads,
+    one_torch_thread,  # noqa: F401 - an autouse fixture
+    reference_device,
+    sizes,
+    to_torch,
+)
+
+TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
+HYPER_PARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+
+
+# ---------------------------------------------------------------------------------------- SGD
+@st.composite
+def sgd_groups(draw: st.DrawFn) -> dict:
+    momentum = draw(st.sampled_from([0.0, 0.9]) | st.floats(0.0, 0.99))
+    dampening = draw(st.sampled_from([0.0, 0.0, 0.5]) | st.floats(0.0, 1.0))
+    return dict(
+        lr=draw(st.sampled_from([0.0, 0.1, 1.0]) | st.floats(1e-4, 2.0)), momentum=momentum,
+        dampening=dampening, weight_decay=draw(st.sampled_from([0.0, 0.0, 0.01]) | st.floats(0.0, 0.5)),
+        nesterov=momentum > 0 and dampening == 0 and draw(st.booleans()), maximize=draw(st.booleans()),
+    )
+
+
+@st.composite
+def sgd_cases(draw: st.DrawFn) -> dict:
+    dtype = draw(dtypes)
+    shapes = draw(st.lists(sizes(max_ndim=2, max_side=4), min_size=1, max_size=3))
+    n_groups = draw(st.integers(1, len(shapes)))
+    steps = []
+    for _ in range(draw(st.integers(1, 5))):
+        # Per step: fresh grads (random, zeros or None per parameter), or zero_grad() on the last ones.
+        action = draw(st.sampled_from(["grads", "grads", "grads", "zero_grad", "zero_grad_to_none"]))
+        step_grads = []
+        for shape in shapes:
+            kind = draw(st.sampled_from(["random", "random", "random", "zeros", "none"]))
+            step_grads.append(None if kind == "none" else np.zeros(shape, dtype) if kind == "zeros"
+                              else draw(grads(shape, dtype)))
+        steps.append((action, step_grads))
+    return dict(
+        params=[draw(arrays(shape, dtype)) for shape in shapes], groups=[draw(sgd_groups()) for _ in range(n_groups)],
+        steps=steps, reload_at=draw(st.integers(0, len(steps))),
+    )
+
+
+def _build_sgd(library, params: list, groups: list[dict]):
+    """One group per hyper-parameter dict; parameters dealt to the groups in order."""
+    per_group = np.array_split(np.arange(len(params)), len(groups))
+    param_groups = [{"params": [params[i] for i in indices], **hyper} for indices, hyper in zip(per_group, groups)]
+    return library.SGD(param_groups, lr=groups[0]["lr"])
+
+
+@given(case=sgd_cases())
+def test_sgd_matches_torch_over_steps_and_resumes_from_torch_state(case):
+    params = [nn.Parameter(value.copy()) for value in case["params"]]
+    torch_params = [torch.nn.Parameter(to_torch(value)) for value in case["params"]]
+    optimizer = _build_sgd(optim, params, case["groups"])
+    torch_optimizer = _build_sgd(torch.optim, torch_params, case["groups"])
+    for step, (action, step_grads) in enumerate(case["steps"]):
+        if step == case["reload_at"]:
+            # Mid-run: a fresh tinynn SGD with other defaults takes torch's state_dict and carries on.
+            optimizer = _build_sgd(optim, params, [dict(lr=0.5, momentum=0.3)] * len(case["groups"]))
+            optimizer.load_state_dict(torch_optimizer.state_dict())
+        if action == "grads":
+            for param, torch_param, grad in zip(params, torch_params, step_grads):
+                param.grad = None if grad is None else grad.copy()
+                torch_param.grad = None if grad is None else to_torch(grad)
+        else:
+            optimizer.zero_grad(set_to_none=action == "zero_grad_to_none")
+            torch_optimizer.zero_grad(set_to_none=action == "zero_grad_to_none")
+        optimizer.step()
+        torch_optimizer.step()
+        for index, (param, torch_param) in enumerate(zip(params, torch_params)):
+            assert_matches(param.data, torch_param, f"step {step} param {index}")
+    state, torch_state = optimizer.state_dict(), torch_optimizer.state_dict()
+    assert sorted(state["state"]) == sorted(torch_state["state"])
+    for index, saved in state["state"].items():
+        assert_matches(saved["momentum_buffer"], torch_state["state"][index]["momentum_buffer"], f"buffer {index}")
+    for group, torch_group in zip(state["param_groups"], torch_state["param_groups"]):
+        assert {key: group[key] for key in HYPER_PARAMETERS} == {key: torch_group[key] for key in HYPER_PARAMETERS}
+        assert group["params"] == torch_group["params"]
+
+
+# ---------------------------------------------------------------------------------------- DataLoader
+@st.composite
+def loader_cases(draw: st.DrawFn) -> dict:
+    length = draw(st.integers(0, 20))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    dtype = draw(st.sampled_from([np.float32, np.float64, np.int64]))
+    features = rng.normal(size=(length, *draw(sizes(max_ndim=2, max_side=3)))).astype(dtype)
+    labels = rng.integers(0, 10, size=length)
+    batch_size = draw(st.none() | st.integers(1, 7))
+    order = draw(st.sampled_from(["default", "shuffle", "list", "tensor"]))
+    sampler = None
+    if order in ("list", "tensor"):  # a given order: a permutation, a subset, or with repeats
+        sampler = rng.choice(length, size=draw(st.integers(0, 2 * length)), replace=True) if length else []
+        sampler = [int(i) for i in sampler] if order == "list" else torch.as_tensor(np.asarray(sampler, dtype=np.int64))
+    return dict(features=features, labels=labels, batch_size=batch_size, sampler=sampler,
+                shuffle=order == "shuffle" and length > 0, as_list=draw(st.booleans()),
+                drop_last=batch_size is not None and draw(st.booleans()))
+
+
+def _loaders(case: dict):
+    features, labels = case["features"], case["labels"]
+    if case["as_list"]:  # a plain list of samples: the generic collate road, not TensorDataset's fast path
+        dataset = torch_dataset = [(features[i], int(labels[i])) for i in range(len(labels))]
+    else:
+        dataset = data.TensorDataset(features, labels)
+        torch_dataset = torch.utils.data.TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))
+    kwargs = dict(batch_size=case["batch_size"], shuffle=case["shuffle"], drop_last=case["drop_last"])
+    ours = data.DataLoader(dataset, sampler=case["sampler"], generator=np.random.default_rng(0), **kwargs)
+    return ours, torch.utils.data.DataLoader(torch_dataset, sampler=case["sampler"], **kwargs)
+
+
+@given(case=loader_cases())
+def test_dataloader_batches_and_len_match_torch(case):
+    loader, torch_loader = _loaders(case)
+    batches, torch_batches = list(loader), list(torch_loader)
+    assert len(loader) == len(torch_loader) == len(torch_batches)
+    assert len(batches) == len(torch_batches)
+    if case["shuffle"]:  # torch's random order cannot be reproduced: compare sizes and the samples visited
+        labels = [np.atleast_1d(np.asarray(batch[1])) for batch in batches]
+        torch_labels = [np.atleast_1d(np.asarray(batch[1])) for batch in torch_batches]
+        assert [len(batch) for batch in labels] == [len(batch) for batch in torch_labels]
+        if not case["drop_last"]:  # with drop_last, which samples are left out is random too
+            assert_close(np.sort(np.concatenate(labels)), np.sort(np.concatenate(torch_labels)), rtol=0.0)
+        return
+    for index, (batch, torch_batch) in enumerate(zip(batches, torch_batches)):
+        assert isinstance(batch, list) and len(batch) == len(torch_batch) == 2
+        for field, (ours, theirs) in enumerate(zip(batch, torch_batch)):
+            assert_close(ours, theirs, rtol=0.0, name=f"batch {index} field {field}")
+
+
+# ---------------------------------------------------------------------------------------- whole models
+@st.composite
+def model_specs(draw: st.DrawFn) -> tuple[tuple[int, ...], list[tuple[str, dict]]]:
+    """An input sample shape and a list of (torch.nn / tinynn.nn class name, constructor kwargs)."""
+    layers: list[tuple[str, dict]] = []
+    if draw(st.booleans()):
+        channels, height, width = draw(st.integers(1, 3)), draw(st.integers(3, 8)), draw(st.integers(3, 8))
+        sample_shape = (channels, height, width)
+        for _ in range(draw(st.integers(1, 4))):
+            kind = draw(st.sampled_from(["Conv2d", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]))
+            smallest = min(height, width)
+            kernel = draw(st.integers(1, min(3, smallest)))
+            padding, stride = draw(st.integers(0, kernel // 2)), draw(st.integers(1, 2))
+            if kind == "Conv2d":
+                groups = draw(st.sampled_from([g for g in (1, 2, 3) if channels % g == 0]))
+                out_channels = groups * draw(st.integers(1, 2))
+                layers.append((kind, dict(in_channels=channels, out_channels=out_channels, kernel_size=kernel,
+                                          stride=stride, padding=padding, groups=groups, bias=draw(st.booleans()))))
+                channels = out_channels
+                height, width = ((side + 2 * padding - kernel) // stride + 1 for side in (height, width))
+            elif kind == "ReLU":
+                layers.append((kind, {}))
+            elif kind == "AdaptiveAvgPool2d":
+                height, width = draw(st.integers(1, height + 1)), draw(st.integers(1, width + 1))
+                layers.append((kind, dict(output_size=(height, width))))
+            else:  # MaxPool2d / AvgPool2d without ceil_mode: the conv's output size formula
+                layers.append((kind, dict(kernel_size=kernel, stride=stride, padding=padding)))
+                height, width = ((side + 2 * padding - kernel) // stride + 1 for side in (height, width))
+        layers.append(("Flatten", {}))
+        features = channels * height * width
+    else:
+        features = draw(st.integers(1, 6))
+        sample_shape = (features,)
+    for index in range(draw(st.integers(1, 3))):
+        if index:
+            layers.append(("ReLU", {}))
+        out_features = draw(st.integers(1, 5))
+        layers.append(("Linear", dict(in_features=features, out_features=out_features, bias=draw(st.booleans()))))
+        features = out_features
+    return sample_shape, layers
+
+
+def _build(library, layers: list[tuple[str, dict]], dtype) -> torch.nn.Module | nn.Module:
+    modules = []
+    for name, kwargs in layers:
+        if name in ("Conv2d", "Linear"):
+            kwargs = kwargs | dict(dtype=TORCH_DTYPE[dtype] if library is torch.nn else dtype)
+        modules.append(getattr(library, name)(**kwargs))
+    return library.Sequential(*modules)
+
+
+def _torch_model(layers: list[tuple[str, dict]], dtype, seed: int) -> torch.nn.Module:
+    """torch's own init, reproducibly (a forked CPU generator), then moved to the reference device."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(torch.nn, layers, dtype).to(reference_device())
+
+
+@given(spec=model_specs(), dtype=dtypes, seed=st.integers(0, 2**31 - 1), data=st.data())
+def test_random_sequential_forward_backward_and_sgd_steps_match_torch(spec, dtype, seed, data):
+    sample_shape, layers = spec
+    torch_model = _torch_model(layers, dtype, seed)
+    model = _build(nn, layers, dtype)
+    model.load_state_dict(torch_model.state_dict())
+    batch = data.draw(st.integers(0, 3), label="batch")
+    x = data.draw(arrays((batch, *sample_shape), dtype, CONTINUOUS_STYLES), label="x")
+    x_t = to_torch(x, requires_grad=True)
+    output, output_t = model(x), torch_model(x_t)
+    assert_matches(output, output_t, "output")
+    grad_output = data.draw(grads(output.shape, dtype), label="grad_output")
+    output_t.backward(to_torch(grad_output))
+    assert_matches(model.backward(grad_output), x_t.grad, "grad_input")
+    assert_grads_match(model, torch_model)
+    # A few steps of the tutorial's loop: cross-entropy on random labels, backward, SGD with momentum.
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    torch_optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(seed)
+    for step in range(data.draw(st.integers(0, 2), label="steps") if batch else 0):
+        optimizer.zero_grad()
+        torch_optimizer.zero_grad()
+        inputs = rng.standard_normal((batch, *sample_shape)).astype(dtype)
+        labels = rng.integers(0, output.shape[1], size=batch)
+        loss_fn = nn.CrossEntropyLoss()
+        loss = loss_fn(model(inputs), labels)
+        loss_t = torch.nn.functional.cross_entropy(torch_model(to_torch(inputs)), to_torch(labels))
+        assert_matches(loss, loss_t, f"step {step} loss")
+        model.backward(loss_fn.backward(), needs_input_grad=False)
+        loss_t.backward()
+        assert_grads_match(model, torch_model, prefix=f"step {step} ")
+        optimizer.step()
+        torch_optimizer.step()
+    for name, value in torch_model.state_dict().items():
+        assert_matches(model.state_dict()[name], value, f"final {name}")
+
+
+@given(spec=model_specs(), dtype=dtypes, seed=st.integers(0, 2**31 - 1))
+def test_state_dict_round_trips_between_torch_and_tinynn_bit_for_bit(spec, dtype, seed):
+    _, layers = spec
+    # torch -> tinynn -> torch
+    torch_model = _torch_model(layers, dtype, seed)
+    model = _build(nn, layers, dtype)
+    model.load_state_dict(torch_model.state_dict())
+    state = model.state_dict()
+    assert list(state) == list(torch_model.state_dict())
+    fresh_torch = _torch_model(layers, dtype, seed + 1)
+    fresh_torch.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
+    for name, value in torch_model.state_dict().items():
+        assert_close(fresh_torch.state_dict()[name], value, rtol=0.0, name=f"torch -> tinynn -> torch {name}")
+    # tinynn -> torch -> tinynn
+    original = {name: value.copy() for name, value in _build(nn, layers, dtype).state_dict().items()}
+    torch_model.load_state_dict({name: torch.from_numpy(value) for name, value in original.items()})
+    fresh = _build(nn, layers, dtype)
+    fresh.load_state_dict(torch_model.state_dict())
+    for name, value in original.items():
+        assert_close(fresh.state_dict()[name], value, rtol=0.0, name=f"tinynn -> torch -> tinynn {name}")
