@@ -410,3 +410,15 @@ def test_mean_over_zero_total_weight_gives_nan_grads_at_kept_samples_like_torch(
     grad = backward(np.array(0.7), x, target, weight, ignore_index=3, **kwargs)
     assert np.isnan(grad[[0, 1, 3]]).any() and not np.isnan(grad[2]).any()
     assert_close(grad, grad_t, rtol=TORCH_F64_RTOL, name="grad")
+
+
+@pytest.mark.parametrize("fn", [nll_loss, cross_entropy])
+def test_byte_targets_work_for_batched_input_but_not_spatial_like_torch(fn):
+    # Found by the property tests: torch's (N, C, d1, ...) kernels refuse uint8 class indices.
+    rng = np.random.default_rng(9)
+    x = random_array(rng, (3, C))
+    target = np.array([0, 4, 2], dtype=np.uint8)
+    expected = {nll_loss: F.nll_loss, cross_entropy: F.cross_entropy}[fn](torch_tensor(x), torch.tensor(target))
+    assert_close(fn(x, target), expected, rtol=TORCH_F64_RTOL, name="loss")
+    with pytest.raises(RuntimeError, match="expected scalar type Long but found Byte"):
+        fn(random_array(rng, (2, C, 2)), np.zeros((2, 2), dtype=np.uint8))

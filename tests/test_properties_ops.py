@@ -230,17 +230,22 @@ def loss_cases(draw: st.DrawFn, probability_targets: bool = False) -> dict:
             target = np.abs(target) / np.maximum(np.abs(target).sum(axis=1 if len(input_shape) > 1 else 0,
                                                                    keepdims=True), 1e-3)
         target = target.astype(dtype)
-    else:
-        target = rng.integers(0, n_classes, size=sample_shape)
-        target[rng.random(sample_shape) < draw(st.sampled_from([0.0, 0.3, 1.0]))] = ignore_index
-        target = np.asarray(target, dtype=np.int64)
     weight = None
     if draw(st.booleans()):
         weight = np.abs(draw(arrays((n_classes,), dtype)))  # exact zeros included: a zero total weight
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    label_smoothing = draw(st.sampled_from([0.0, 0.0, 0.1, 1.0]) | st.floats(0.0, 1.0))
+    if not probability_targets:
+        target = rng.integers(0, n_classes, size=sample_shape)
+        target[rng.random(sample_shape) < draw(st.sampled_from([0.0, 0.3, 1.0]))] = ignore_index
+        # torch takes Byte class indices too, though not for spatial inputs (nor, a torch limitation,
+        # with smoothing and weights), and Byte holds no negative ignore_index.
+        byte = (layout != "spatial" and target.min(initial=0) >= 0 and not (label_smoothing and weight is not None)
+                and draw(st.booleans()))
+        target = np.asarray(target, dtype=np.uint8 if byte else np.int64)
     return dict(
         x=draw(arrays(input_shape, dtype)), target=target, weight=weight, ignore_index=ignore_index,
-        reduction=reduction, label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.1, 1.0]) | st.floats(0.0, 1.0)),
+        reduction=reduction, label_smoothing=label_smoothing,
         grad_output=draw(grads(sample_shape if reduction == "none" else (), dtype)),
     )
 

@@ -108,9 +108,11 @@ def test_sgd_matches_torch_over_steps_and_resumes_from_torch_state(case):
 def loader_cases(draw: st.DrawFn) -> dict:
     length = draw(st.integers(0, 20))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    dtype = draw(st.sampled_from([np.float32, np.float64, np.int64]))
+    dtype = draw(st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.bool_]))
     features = rng.normal(size=(length, *draw(sizes(max_ndim=2, max_side=3)))).astype(dtype)
     labels = rng.integers(0, 10, size=length)
+    if draw(st.booleans()):  # as Python floats in a list dataset: collated to float64 by both
+        labels = labels.astype(np.float64)
     batch_size = draw(st.none() | st.integers(1, 7))
     order = draw(st.sampled_from(["default", "shuffle", "list", "tensor"]))
     sampler = None
@@ -125,7 +127,7 @@ def loader_cases(draw: st.DrawFn) -> dict:
 def _loaders(case: dict):
     features, labels = case["features"], case["labels"]
     if case["as_list"]:  # a plain list of samples: the generic collate road, not TensorDataset's fast path
-        dataset = torch_dataset = [(features[i], int(labels[i])) for i in range(len(labels))]
+        dataset = torch_dataset = [(features[i], labels[i].item()) for i in range(len(labels))]
     else:
         dataset = data.TensorDataset(features, labels)
         torch_dataset = torch.utils.data.TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))

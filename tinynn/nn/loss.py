@@ -74,6 +74,9 @@ def _check_class_target_shape(input: np.ndarray, target: np.ndarray) -> None:
             f"expected target dtype to be Long or Byte, but got {torch_name(target.dtype)} ({target.dtype}); "
             "class-index targets are integer labels: convert with .astype(np.int64)"
         )
+    if target.dtype == _UINT8 and input.ndim > 2:  # torch's spatial kernels (nll_loss2d...) take Long only
+        raise RuntimeError("expected scalar type Long but found Byte: class-index targets of an (N, C, d1, ...) "
+                           "input must be int64; convert with .astype(np.int64)")
     if input.ndim == 1:
         if target.ndim > 1 or target.size != 1:
             raise ValueError(f"For 1D input, 1D target must have size 1, but got target size: {target.size}")
