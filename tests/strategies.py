@@ -28,6 +28,8 @@ FLOAT_DTYPES = (np.float64, np.float32)
 # "normal": standard normal with some exact zeros; "ties": three distinct values (one of them 0)
 # repeated everywhere; "large": normal values times 2**k, k in [10, 40].
 VALUE_STYLES = ("normal", "ties", "large")
+# Also +-inf and NaN among ties: for ops whose special values do not depend on a summation order.
+SPECIAL_STYLES = (*VALUE_STYLES, "special")
 # Styles without ties, for stacks where a 1-ulp difference between two libraries' matmuls may
 # break a max-pooling tie differently (each result correct, the routed gradients not comparable).
 CONTINUOUS_STYLES = ("normal", "large")
@@ -133,10 +135,14 @@ def arrays(draw: st.DrawFn, shape: tuple[int, ...], dtype: Any = np.float64,
     """Values of ``shape`` in one of ``styles`` (see VALUE_STYLES), with negatives and exact zeros."""
     style = draw(st.sampled_from(styles))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    if style == "ties":
+    if style in ("ties", "special"):
         pool = np.array([0.0, *draw(st.lists(st.sampled_from([-2.5, -1.0, 0.5, 1.0, 3.0]), min_size=2,
                                              max_size=2, unique=True))])
-        return np.asarray(rng.choice(pool, size=shape), dtype=dtype)
+        values = rng.choice(pool, size=shape)
+        if style == "special":
+            specials = rng.choice(np.array([np.inf, -np.inf, np.nan]), size=shape)
+            values = np.where(rng.random(shape) < 0.3, specials, values)
+        return np.asarray(values, dtype=dtype)
     values = rng.standard_normal(shape)
     values[rng.random(shape) < draw(st.sampled_from([0.0, 0.2, 0.5]))] = 0.0
     if style == "large":

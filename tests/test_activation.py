@@ -75,6 +75,15 @@ def test_relu_backward_gives_zero_for_nan_upstream_at_inactive_units():
     np.testing.assert_array_equal(grad, np.array([0.0, 1.5, 0.0], dtype=np.float32))
 
 
+def test_relu_backward_passes_the_gradient_at_nan_outputs_like_torch():
+    # Found by the property tests: a "y > 0" mask dropped dY where relu's output is NaN.
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, 1.0])
+    grad_output = np.array([0.5, -1.5, 2.0, 3.0, -0.25])
+    xt = torch_tensor(x, True)
+    torch.relu(xt).backward(torch_tensor(grad_output))
+    assert_close(relu_backward(grad_output, relu(x)), xt.grad, rtol=TORCH_F64_RTOL, name="grad")
+
+
 def test_relu_inplace_writes_into_the_input():
     x = np.array([-1.0, 0.0, 2.0], dtype=np.float32)
     out = relu(x, inplace=True)
@@ -152,6 +161,17 @@ def test_softmax_family_is_stable_for_huge_inputs(name, forward, backward, torch
     out = forward(x, 1)
     assert np.isfinite(out[:, :2]).all()
     assert_close(out, torch_op(torch_tensor(x), 1), rtol=TORCH_F32_RTOL, atol=TORCH_F32_ATOL, name=name)
+
+
+@pytest.mark.parametrize(("name", "forward", "backward", "torch_op"), SOFTMAX_OPS)
+@pytest.mark.parametrize("x", [[np.inf, 1.0, 0.0], [-np.inf, 1.0, 0.0], [-np.inf, -np.inf, 2.0], np.array(-np.inf)])
+def test_softmax_family_of_infinities_matches_torch_without_warnings(name, forward, backward, torch_op, x):
+    # Found by the property tests: inf - inf is NaN here as in torch, but NumPy warned about it.
+    x = np.asarray(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = forward(x, 0)
+    assert_close(out, torch_op(torch_tensor(x), 0), rtol=TORCH_F64_RTOL, name=name)
 
 
 @pytest.mark.parametrize(("name", "forward", "backward", "torch_op"), SOFTMAX_OPS)

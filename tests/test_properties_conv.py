@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import tinynn.nn as nn
 import tinynn.nn.functional as F
 from tests.strategies import (
+    SPECIAL_STYLES,
     VALUE_STYLES,
     arrays,
     as_pair,
@@ -145,7 +146,7 @@ def pool_cases(draw: st.DrawFn, kind: str) -> dict:
                   ceil_mode=draw(st.booleans()))
     if kind == "max":
         kwargs["dilation"] = dilation
-        styles = ("ties", "ties", "normal", "large", "special")
+        styles = ("ties", *SPECIAL_STYLES)
     else:
         kwargs["count_include_pad"] = draw(st.booleans())
         kwargs["divisor_override"] = draw(st.none() | st.integers(1, 5))
@@ -158,13 +159,8 @@ def pool_cases(draw: st.DrawFn, kind: str) -> dict:
             outputs = F.max_pool2d(np.zeros((1, 1, size)), (1, k), (1, s), (0, p), (1, d), kwargs["ceil_mode"])
             starts = np.arange(outputs.shape[-1]) * s - p
             assume(all(any(0 <= start + i * d < size for i in range(k)) for start in starts))
-    style = draw(st.sampled_from(styles))
-    x = draw(images(draw(st.integers(1, 3)), *sides, dtype, ("ties",) if style == "special" else (style,)))
-    if style == "special":  # +-inf and NaN among ties: NaN wins a window in torch, -inf never beats a real value
-        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-        specials = rng.choice(np.array([np.inf, -np.inf, np.nan], dtype=x.dtype), size=x.shape)
-        x = np.where(rng.random(x.shape) < 0.3, specials, x)
-    return dict(x=x, kwargs=kwargs)
+    # "special" (+-inf and NaN among ties): NaN wins a window in torch, -inf never beats a real value.
+    return dict(x=draw(images(draw(st.integers(1, 3)), *sides, dtype, styles)), kwargs=kwargs)
 
 
 @given(case=pool_cases("max"), data=st.data())

@@ -20,6 +20,7 @@ import tinynn.nn as nn
 import tinynn.nn.functional as F
 from parity.compare import assert_close
 from tests.strategies import (
+    SPECIAL_STYLES,
     arrays,
     assert_grads_match,
     assert_matches,
@@ -106,10 +107,11 @@ def test_linear_module_matches_torch_and_accumulates_grads(first, second_seed):
 # ---------------------------------------------------------------------------------------- activations
 @st.composite
 def any_arrays(draw: st.DrawFn, max_ndim: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """An input of any shape (0-d and empty included) and an upstream gradient of the same shape."""
+    """An input of any shape (0-d and empty included, +-inf and NaN among the values) and an upstream
+    gradient of the same shape."""
     dtype = draw(dtypes)
     shape = draw(sizes(max_ndim=max_ndim))
-    return relayout(draw(arrays(shape, dtype)), draw(layouts)), draw(grads(shape, dtype))
+    return relayout(draw(arrays(shape, dtype, SPECIAL_STYLES)), draw(layouts)), draw(grads(shape, dtype))
 
 
 def dims(ndim: int) -> st.SearchStrategy:

@@ -32,7 +32,8 @@ def relu_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
     """
     # dY * mask is branch-free, about 10x faster than np.where on a random mask (mispredicted
     # branches); only a NaN or inf dY at an inactive unit (NaN * 0) needs the exact where.
-    grad_input = grad_output * (output > 0)
+    # The mask is "not y <= 0" rather than "y > 0": a NaN output passes dY on, as in torch.
+    grad_input = grad_output * ~(output <= 0)
     if np.isnan(grad_input).any():
         grad_input = np.where(output <= 0, 0, grad_output)
     return grad_input
@@ -73,9 +74,10 @@ def softmax(input: np.ndarray, dim: int | None = None, dtype: Any = None) -> np.
     """y = exp(x - max) / sum(exp(x - max)) along ``dim``; subtracting the max avoids overflow."""
     input = _float_input("softmax", input, dtype)
     axis = _softmax_dim("softmax", input.ndim, dim)
-    if input.ndim == 0 or input.size == 0:
-        return np.exp(input - input)  # a 0-d softmax is 1 (NaN stays NaN); empty stays empty
-    exp = np.exp(input - input.max(axis=axis, keepdims=True))
+    with np.errstate(invalid="ignore"):  # an inf input: inf - inf is NaN, as in torch, which does not warn
+        if input.ndim == 0 or input.size == 0:
+            return np.exp(input - input)  # a 0-d softmax is 1 (NaN stays NaN); empty stays empty
+        exp = np.exp(input - input.max(axis=axis, keepdims=True))
     exp /= exp.sum(axis=axis, keepdims=True)
     return exp
 
@@ -91,10 +93,11 @@ def log_softmax(input: np.ndarray, dim: int | None = None, dtype: Any = None) ->
     """y = (x - max) - log(sum(exp(x - max))) along ``dim``, stable for any magnitude of x."""
     input = _float_input("log_softmax", input, dtype)
     axis = _softmax_dim("log_softmax", input.ndim, dim)
-    if input.ndim == 0 or input.size == 0:
-        return input - input  # a 0-d log_softmax is 0 (NaN stays NaN); empty stays empty
-    shifted = input - input.max(axis=axis, keepdims=True)
-    shifted -= np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    with np.errstate(invalid="ignore"):  # as in softmax
+        if input.ndim == 0 or input.size == 0:
+            return input - input  # a 0-d log_softmax is 0 (NaN stays NaN); empty stays empty
+        shifted = input - input.max(axis=axis, keepdims=True)
+        shifted -= np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
     return shifted
 
 
