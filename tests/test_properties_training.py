@@ -270,3 +270,9 @@ def test_state_dict_round_trips_between_torch_and_tinynn_bit_for_bit(spec, dtype
     fresh.load_state_dict(torch_model.state_dict())
     for name, value in original.items():
         assert_close(fresh.state_dict()[name], value, rtol=0.0, name=f"tinynn -> torch -> tinynn {name}")
+    # torch's state into a model of the other dtype: each value cast (rounded) exactly as torch casts it
+    other = np.float32 if dtype == np.float64 else np.float64
+    model = _build(nn, layers, other)
+    model.load_state_dict(torch_model.state_dict())
+    for name, value in torch_model.state_dict().items():
+        assert_close(model.state_dict()[name], value.to(TORCH_DTYPE[other]), rtol=0.0, name=f"cast {name}")
