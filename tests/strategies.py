@@ -77,8 +77,10 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def to_torch(array: Any, requires_grad: bool = False) -> torch.Tensor:
-    """A copy of ``array`` as a torch tensor on the reference device (float ones may require grad)."""
-    tensor = torch.from_numpy(np.array(array, copy=True)).to(reference_device())
+    """A C-contiguous copy of ``array`` as a torch tensor on the reference device (float ones may
+    require grad). Contiguous, whatever the layout tinynn got: torch 2.13's CPU conv2d on
+    channels-last tensors crashed now and then (heap corruption) in these properties."""
+    tensor = torch.from_numpy(np.array(array, order="C", copy=True)).to(reference_device())
     return tensor.requires_grad_(requires_grad and tensor.is_floating_point())
 
 
