@@ -41,7 +41,7 @@ PRESETS = {
                     pipeline_reps=3, pipeline_warmup_steps=10, memory_steps=20,
                     batch_sizes=(16, 128, 1024), image_sizes=(28, 112), channels=(16, 64, 256),
                     image_batch=64, conv_batch=8, conv_image=32, scaling_reps=3, scaling_min_rep_seconds=0.02,
-                    profile_steps=60, settle_seconds=0.12),
+                    profile_steps=60, settle_seconds=0.2),
     # For the test suite: every size tiny, so the figures mean nothing but every path runs.
     "smoke": Preset("smoke", op_reps=2, op_min_rep_seconds=0.0, op_batch=2, pipeline_samples=256,
                     pipeline_reps=2, pipeline_warmup_steps=1, memory_steps=2, batch_sizes=(2, 4),

@@ -6,9 +6,9 @@ then takes its repetitions round-robin (tinynn, torch CPU, ...; the order rotate
 so that a slow spell of a shared machine falls on every framework alike.
 
 Both CPU libraries keep their worker threads spinning for a while after their last parallel call
-(OpenBLAS's for about 0.1 s): timed right after tinynn, torch CPU would share the cores with
-NumPy's idle-but-spinning threads, and the reverse. So before a CPU framework's repetition
-follows the other CPU framework, ``measure`` sleeps ``settle_seconds`` to let those threads park.
+(OpenBLAS's for 0.1-0.2 s here): timed right after tinynn, torch CPU shares the cores with NumPy's
+idle-but-spinning threads, and a 20 µs op measured 10 ms. So before a CPU framework's repetition
+follows the other CPU framework's, ``measure`` sleeps ``settle_seconds`` to let those threads park.
 
 CUDA kernels run asynchronously: a GPU runner's ``sync`` is ``torch.cuda.synchronize``, called
 before the clock starts and before it stops, so a time covers the GPU work and not only the
