@@ -23,11 +23,11 @@ from typing import Any
 
 from benchmarks import environment, report
 from benchmarks.ops import HEADLINE_CONV, OP_CASES, backward_runner, forward_runner
-from benchmarks.pipelines import measure_memory, profile_tinynn, run_pipelines
+from benchmarks.pipelines import measure_memory, run_pipelines
 from benchmarks.presets import PRESETS, Preset
+from benchmarks.profiling import profile_all
 from benchmarks.scaling import run_scaling
 from benchmarks.timing import LABELS, TINYNN, TORCH_CPU, available_frameworks, measure
-from benchmarks.workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("ops", "pipelines", "memory", "scaling", "profile")
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             elif section == "scaling":
                 results["scaling"] = run_scaling(frameworks, preset, log)
             elif section == "profile":
-                results["profile"] = [profile_tinynn(workload, preset.profile_steps) for workload in WORKLOADS]
+                results["profile"] = profile_all(preset.profile_steps, preset.profile_conv_calls, preset.op_batch)
         except Exception as error:
             results["errors"][section] = f"{type(error).__name__}: {error}"
             log(f"{section} failed: {results['errors'][section]}")

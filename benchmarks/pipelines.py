@@ -1,4 +1,4 @@
-"""The tutorial's pipelines end to end: an epoch with its DataLoader, peak memory, and a profile.
+"""The tutorial's pipelines end to end: an epoch with its DataLoader, and peak memory.
 
 Each epoch is the tutorial's loop: ``DataLoader(TensorDataset(x, y), batch_size=64,
 shuffle=True)``, forward, cross-entropy, backward, ``SGD.step()``, ``zero_grad()``. The epoch
@@ -8,10 +8,8 @@ inside the loop, as the tutorial does.
 
 from __future__ import annotations
 
-import cProfile
 import json
 import math
-import pstats
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,7 +18,7 @@ from typing import Any
 
 from benchmarks.presets import Preset
 from benchmarks.timing import TINYNN, TORCH_CPU, TORCH_CUDA, Framework, Runner, measure
-from benchmarks.workloads import BATCH_SIZE, WORKLOADS, Trainer, mnist_or_synthetic, synthetic_mnist
+from benchmarks.workloads import BATCH_SIZE, WORKLOADS, Trainer, mnist_or_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,45 +75,3 @@ def measure_memory(frameworks: list[Framework], steps: int, threads: int,
             log(f"  memory {workload} {name}: peak RSS growth {result['rss_growth_mib']} MiB")
             results.append(result)
     return results
-
-
-def _function_name(key: tuple[str, int, str]) -> str:
-    filename, line, function = key
-    if filename == "~":  # a built-in: pstats keeps its name in the function slot
-        return function
-    path = Path(filename)
-    try:
-        shown = path.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        shown = path.name
-    return f"{shown}:{line}({function})"
-
-
-def profile_tinynn(workload: str, steps: int, top: int = 12) -> dict[str, Any]:
-    """cProfile ``steps`` tinynn training steps (with the DataLoader) of a workload.
-
-    Returns the top functions by own time (where the CPU is), and tinynn's own functions by
-    cumulative time (which layer or stage costs what).
-    """
-    framework = Framework(TINYNN, None)
-    trainer = Trainer(framework, workload)
-    images, labels = synthetic_mnist(steps * BATCH_SIZE)
-    trainer.train(trainer.loader(images, labels), max_steps=5)  # warm-up, unprofiled
-    profiler = cProfile.Profile()
-    batches = trainer.loader(images, labels)
-    profiler.enable()
-    trainer.train(batches)
-    profiler.disable()
-    table = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    total = sum(entry[2] for entry in table.values())
-
-    def rows(keys: list[Any]) -> list[dict[str, Any]]:
-        return [{"function": _function_name(key), "calls": table[key][1], "own_s": table[key][2],
-                 "cumulative_s": table[key][3], "own_percent": 100 * table[key][2] / total,
-                 "cumulative_percent": 100 * table[key][3] / total} for key in keys]
-
-    by_own = sorted(table, key=lambda key: table[key][2], reverse=True)[:top]
-    in_tinynn = [key for key in table if "tinynn" in Path(key[0]).parts and key[0] != "~"]
-    by_cumulative = sorted(in_tinynn, key=lambda key: table[key][3], reverse=True)[:top]
-    return {"workload": workload, "steps": steps, "total_s": total, "by_own_time": rows(by_own),
-            "tinynn_by_cumulative_time": rows(by_cumulative)}

@@ -28,6 +28,7 @@ class Preset:
     scaling_reps: int
     scaling_min_rep_seconds: float
     profile_steps: int
+    profile_conv_calls: int
     settle_seconds: float  # pause before a CPU framework follows the other (see timing.py)
 
 
@@ -36,15 +37,17 @@ PRESETS = {
                    pipeline_reps=5, pipeline_warmup_steps=20, memory_steps=100,
                    batch_sizes=(16, 32, 64, 128, 256, 512, 1024), image_sizes=(28, 56, 84, 112),
                    channels=(16, 32, 64, 128, 256), image_batch=64, conv_batch=16, conv_image=32,
-                   scaling_reps=5, scaling_min_rep_seconds=0.05, profile_steps=200, settle_seconds=0.2),
+                   scaling_reps=5, scaling_min_rep_seconds=0.05, profile_steps=200, profile_conv_calls=20,
+                   settle_seconds=0.2),
     "quick": Preset("quick", op_reps=5, op_min_rep_seconds=0.02, op_batch=None, pipeline_samples=6_400,
                     pipeline_reps=3, pipeline_warmup_steps=10, memory_steps=20,
                     batch_sizes=(16, 128, 1024), image_sizes=(28, 112), channels=(16, 64, 256),
                     image_batch=64, conv_batch=8, conv_image=32, scaling_reps=3, scaling_min_rep_seconds=0.02,
-                    profile_steps=60, settle_seconds=0.2),
+                    profile_steps=60, profile_conv_calls=5, settle_seconds=0.2),
     # For the test suite: every size tiny, so the figures mean nothing but every path runs.
     "smoke": Preset("smoke", op_reps=2, op_min_rep_seconds=0.0, op_batch=2, pipeline_samples=256,
                     pipeline_reps=2, pipeline_warmup_steps=1, memory_steps=2, batch_sizes=(2, 4),
                     image_sizes=(8, 12), channels=(2, 4), image_batch=2, conv_batch=2, conv_image=6,
-                    scaling_reps=2, scaling_min_rep_seconds=0.0, profile_steps=3, settle_seconds=0.0),
+                    scaling_reps=2, scaling_min_rep_seconds=0.0, profile_steps=3, profile_conv_calls=1,
+                    settle_seconds=0.0),
 }

@@ -8,6 +8,7 @@ from typing import Any
 from benchmarks.timing import LABELS, TINYNN, TORCH_CPU
 
 PROFILE_ROWS = 10
+PROFILE_SUMMARY_ROWS = 3
 
 
 def _unit(seconds: float) -> tuple[float, str]:
@@ -81,9 +82,25 @@ def _headline_section(results: dict[str, Any]) -> list[str]:
     lines += _table(["benchmark", "what", "tinynn / torch CPU", "target", "met"], rows) if rows else ["(not measured)"]
     missed = [row for row in results["headline"] if row["met"] is False]
     if missed:
-        lines += ["", "Missed: " + "; ".join(f"{row['name']} at {row['ratio']:.2f} (target {row['target']})"
-                                             for row in missed) + ". Where the time goes: see the profile below."]
+        lines += ["", "Where the time goes, for each target missed:", ""]
+        lines += [f"- {row['name']} at {row['ratio']:.2f} (target {row['target']}): {_where_time_goes(results, row)}"
+                  for row in missed]
     return [*lines, ""]
+
+
+def _where_time_goes(results: dict[str, Any], row: dict[str, Any]) -> str:
+    """The forward/backward split of the wide conv, and the top of the matching profile."""
+    parts = []
+    for op in results.get("ops", []):
+        if row["detail"] == f"{op['layer']} on {op['input']}":
+            parts.append(", ".join(f"{direction} {op[direction]['ratio']:.2f}x torch CPU"
+                                   for direction in ("forward", "backward") if op[direction].get("ratio")))
+    profile = next((entry for entry in results.get("profile", []) if entry["target"] == row["name"]), None)
+    if profile:
+        top = ", ".join(f"`{entry['function']}` {entry['own_percent']:.0f}%"
+                        for entry in profile["by_own_time"][:PROFILE_SUMMARY_ROWS])
+        parts.append(f"tinynn's own time is mostly in {top} (profile below)")
+    return "; ".join(parts) or "no profile in this run"
 
 
 def _pipeline_section(results: dict[str, Any], frameworks: list[str]) -> list[str]:
@@ -167,10 +184,10 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
     if not profiles:
         return []
     lines = ["## Where tinynn's time goes (cProfile)", "",
-             "Profiled training steps with the DataLoader; cProfile's own overhead inflates the many small "
-             "calls, so read the shares, not the absolute times.", ""]
+             "cProfile's own overhead inflates the many small calls, so read the shares, not the absolute times.",
+             ""]
     for profile in profiles:
-        lines += [f"### {profile['workload']}: {profile['steps']} steps, {profile['total_s']:.2f} s profiled", "",
+        lines += [f"### {profile['name']}: {profile['detail']}, {profile['total_s']:.2f} s profiled", "",
                   "tinynn's functions by cumulative time (a layer or stage with all it calls):", ""]
         lines += _table(["function", "calls", "cumulative", "share"],
                         [[f"`{row['function']}`", str(row["calls"]), f"{1e3 * row['cumulative_s']:.1f} ms",

@@ -107,8 +107,9 @@ def test_headline_has_the_three_targets(smoke_run):
         assert row["ratio"] > 0 and row["met"] == (row["ratio"] <= row["target"])
 
 
-def test_profile_names_tinynn_functions(smoke_run):
+def test_profile_names_tinynn_functions_for_each_target(smoke_run):
     _, results, _, _ = smoke_run
+    assert [profile["target"] for profile in results["profile"]] == list(cli.TARGETS)
     for profile in results["profile"]:
         functions = [row["function"] for row in profile["tinynn_by_cumulative_time"]]
         assert functions and all(name.startswith("tinynn/") for name in functions)
@@ -128,6 +129,17 @@ def test_results_md_has_every_section_and_note(smoke_run):
     for name in results["plots"].get("files", []):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in markdown
+
+
+def test_a_missed_target_is_explained_by_its_profile(smoke_run):
+    _, results, _, _ = smoke_run
+    missed = [{**row, "ratio": 9.9, "met": False} for row in results["headline"]]
+    markdown = report.markdown({**results, "headline": missed})
+    for row in missed:
+        line = next(line for line in markdown.splitlines() if line.startswith(f"- {row['name']} at 9.90"))
+        assert "tinynn's own time is mostly in `" in line
+    conv_line = next(line for line in markdown.splitlines() if line.startswith("- wide conv"))
+    assert "forward" in conv_line and "backward" in conv_line
 
 
 def test_plots_are_skipped_cleanly_without_matplotlib(smoke_run, tmp_path, monkeypatch):
