@@ -112,8 +112,8 @@ def _pipeline_section(results: dict[str, Any], frameworks: list[str]) -> list[st
              "DataLoader(TensorDataset, batch_size=64, shuffle=True), forward, cross_entropy, backward, SGD step, "
              "zero_grad. Logistic: Linear(784, 10), lr 0.5. CNN: three Conv2d(3, stride 2, padding 1) + ReLU, "
              "AdaptiveAvgPool2d(1), Flatten; lr 0.1, momentum 0.9. Peak memory: growth of the peak RSS over "
-             "the training loop in a fresh process (data set excluded); GPU: torch's peak allocated CUDA memory.",
-             ""]
+             "the training loop in a fresh process (data set excluded); GPU: torch's peak allocated CUDA memory "
+             "(the RSS growth of a CUDA run is mostly the CUDA libraries that load at the first step).", ""]
     rows = []
     for run in runs:
         torch_cpu = run["results"].get(TORCH_CPU)
@@ -204,10 +204,11 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
 def markdown(results: dict[str, Any]) -> str:
     frameworks = list(results["frameworks"])
     preset = results["preset"]
+    commit = results["environment"].get("git_commit") or "unknown (no git checkout)"
     lines = [
         f"# tinynn benchmarks on `{results['machine']}`", "",
         f"{preset['name'].capitalize()} run of {results['created']} (`{results['command']}`), tinynn at git "
-        f"{results['environment'].get('git_commit')}. Times: median over repetitions (ops {preset['op_reps']}, "
+        f"{commit}. Times: median over repetitions (ops {preset['op_reps']}, "
         f"pipelines {preset['pipeline_reps']}, scaling {preset['scaling_reps']}), after warm-up, the frameworks "
         "interleaved in one process, with the interquartile range in brackets. Ratios are tinynn's median time "
         "over torch CPU's: below 1, tinynn is faster.", "",
