@@ -102,10 +102,11 @@ def torch_autograd(fn: Callable[..., torch.Tensor], inputs: Sequence[Any], grad_
 def assert_matches(actual: Any, expected: Any, name: str, terms: float = 0.0) -> float:
     """``assert_close`` at the tolerance for the expected value's dtype (float64 or float32).
 
-    ``terms``: for a result that is a difference of larger terms (dX = G - p * sum(G) when the
-    softmax is nearly one-hot), the magnitude of those terms. Both libraries round the terms, so
-    their results differ by about eps * terms however small the result itself: the relative
-    tolerance then applies to ``terms`` rather than to the (cancelled) result.
+    ``terms``: for a result that sums terms of either sign (a dot product, a bias gradient, a
+    mean loss, dX = G - p * sum(G) for a nearly one-hot softmax), the magnitude of those terms.
+    Each library rounds the terms in its own order, so the results differ by up to about
+    n * eps * terms however much the sum cancels: the relative tolerance (whose n * eps reasoning
+    is in parity/tolerances.py) then also applies to ``terms``, not only to the result's scale.
     """
     dtype = expected.dtype if isinstance(expected, torch.Tensor) else np.asarray(expected).dtype
     if dtype in (torch.float32, np.float32):
@@ -115,11 +116,24 @@ def assert_matches(actual: Any, expected: Any, name: str, terms: float = 0.0) ->
                         name=name)
 
 
-def assert_grads_match(module: Any, torch_module: torch.nn.Module, prefix: str = "") -> None:
+def magnitude(*factors: Any) -> float:
+    """The size of the terms of a sum of products of these factors: the product of their largest
+    finite |values| (a None factor, such as a missing bias, gives 0). Pass it as ``terms``."""
+    size = 1.0
+    for factor in factors:
+        if factor is None:
+            return 0.0
+        values = np.abs(np.asarray(factor.detach().cpu() if isinstance(factor, torch.Tensor) else factor,
+                                   dtype=np.float64))
+        size *= float(values[np.isfinite(values)].max(initial=0.0))
+    return size
+
+
+def assert_grads_match(module: Any, torch_module: torch.nn.Module, prefix: str = "", terms: float = 0.0) -> None:
     """Every parameter's ``.grad`` in a tinynn module against the torch module's, by dotted name."""
     expected = dict(torch_module.named_parameters())
     for name, param in module.named_parameters():
-        assert_matches(param.grad, expected[name].grad, name=f"{prefix}{name}.grad")
+        assert_matches(param.grad, expected[name].grad, f"{prefix}{name}.grad", terms)
 
 
 # ---------------------------------------------------------------------------------- strategies

@@ -28,6 +28,7 @@ from tests.strategies import (
     grads,
     int_or_pair,
     layouts,
+    magnitude,
     one_torch_thread,  # noqa: F401 - an autouse fixture
     reference_device,
     relayout,
@@ -88,15 +89,15 @@ def test_conv2d_functional_matches_torch(case, data):
     output = F.conv2d(x, weight, bias, **kwargs)
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
     expected, (grad_x, grad_w, grad_b) = _torch_conv(case, grad_output)
-    assert_matches(output, expected, "output")
+    assert_matches(output, expected, "output", magnitude(x, weight) + magnitude(bias))
     grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, x, weight, has_bias=bias is not None,
                                                            **kwargs)
-    assert_matches(grad_input, grad_x, "grad_input")
-    assert_matches(grad_weight, grad_w, "grad_weight")
+    assert_matches(grad_input, grad_x, "grad_input", magnitude(grad_output, weight))
+    assert_matches(grad_weight, grad_w, "grad_weight", magnitude(grad_output, x))
     if bias is None:
         assert grad_bias is None
     else:
-        assert_matches(grad_bias, grad_b, "grad_bias")
+        assert_matches(grad_bias, grad_b, "grad_bias", magnitude(grad_output))
 
 
 @given(first=conv_cases(), data=st.data())
@@ -114,19 +115,21 @@ def test_conv2d_module_matches_torch_and_accumulates_grads(first, data):
     # Three forward/backward pairs without zero_grad (the module reuses its im2col workspace); the
     # last one without an input gradient, like a first layer, still adds into the parameters' grads.
     second_x = relayout(data.draw(arrays(first["x"].shape, dtype), label="second x"), data.draw(layouts))
+    grad_terms = 0.0
     for step, (x, needs_input_grad) in enumerate([(first["x"], True), (second_x, True), (first["x"], False)]):
         output = module(x)
         grad_output = data.draw(upstream(output.shape, dtype), label=f"grad_output {step}")
         x_t = to_torch(x, requires_grad=needs_input_grad)
         output_t = torch_module(x_t)
         output_t.backward(to_torch(grad_output))
-        assert_matches(output, output_t, f"output {step}")
+        assert_matches(output, output_t, f"output {step}", magnitude(x, weight) + magnitude(bias))
         grad_input = module.backward(grad_output, needs_input_grad=needs_input_grad)
         if needs_input_grad:
-            assert_matches(grad_input, x_t.grad, f"grad_input {step}")
+            assert_matches(grad_input, x_t.grad, f"grad_input {step}", magnitude(grad_output, weight))
         else:
             assert grad_input is None
-    assert_grads_match(module, torch_module)
+        grad_terms += magnitude(grad_output) * max(1.0, magnitude(x))
+    assert_grads_match(module, torch_module, terms=grad_terms)
 
 
 # ---------------------------------------------------------------------------------------- pooling
@@ -191,11 +194,15 @@ def test_avg_pool2d_functional_and_module_match_torch(case, data):
     output = F.avg_pool2d(x, **kwargs)
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
     expected, (grad_x,) = torch_autograd(lambda t: TF.avg_pool2d(t, **kwargs), [x], grad_output)
-    assert_matches(output, expected, "output")
-    assert_matches(F.avg_pool2d_backward(grad_output, x, **kwargs), grad_x, "grad_input")
+    # Sums of up to kh*kw terms divided by their count, or by divisor_override.
+    taps = np.prod(as_pair(kwargs["kernel_size"]))
+    per_term = taps / kwargs["divisor_override"] if kwargs["divisor_override"] else 1.0
+    assert_matches(output, expected, "output", per_term * magnitude(x))
+    grad_terms = per_term * magnitude(grad_output)
+    assert_matches(F.avg_pool2d_backward(grad_output, x, **kwargs), grad_x, "grad_input", grad_terms)
     module = nn.AvgPool2d(**kwargs)
-    assert_matches(module(x), expected, "module output")
-    assert_matches(module.backward(grad_output), grad_x, "module grad_input")
+    assert_matches(module(x), expected, "module output", per_term * magnitude(x))
+    assert_matches(module.backward(grad_output), grad_x, "module grad_input", grad_terms)
 
 
 @st.composite
@@ -216,11 +223,11 @@ def test_adaptive_avg_pool2d_functional_and_module_match_torch(case, data):
         return
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
     expected, (grad_x,) = torch_autograd(lambda t: TF.adaptive_avg_pool2d(t, output_size), [x], grad_output)
-    assert_matches(output, expected, "output")
-    assert_matches(F.adaptive_avg_pool2d_backward(grad_output, x), grad_x, "grad_input")
+    assert_matches(output, expected, "output", magnitude(x))
+    assert_matches(F.adaptive_avg_pool2d_backward(grad_output, x), grad_x, "grad_input", magnitude(grad_output))
     module = nn.AdaptiveAvgPool2d(output_size)
-    assert_matches(module(x), expected, "module output")
-    assert_matches(module.backward(grad_output), grad_x, "module grad_input")
+    assert_matches(module(x), expected, "module output", magnitude(x))
+    assert_matches(module.backward(grad_output), grad_x, "module grad_input", magnitude(grad_output))
 
 
 # ---------------------------------------------------------------------------------------- argument errors

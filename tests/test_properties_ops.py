@@ -27,6 +27,7 @@ from tests.strategies import (
     dtypes,
     grads,
     layouts,
+    magnitude,
     one_torch_thread,  # noqa: F401 - an autouse fixture
     reference_device,
     relayout,
@@ -66,14 +67,14 @@ def linear_cases(draw: st.DrawFn) -> dict:
 def test_linear_functional_matches_torch(case):
     x, weight, bias, grad_output = case["x"], case["weight"], case["bias"], case["grad_output"]
     expected, (grad_x, grad_w, grad_b) = torch_autograd(TF.linear, [x, weight, bias], grad_output)
-    assert_matches(F.linear(x, weight, bias), expected, "output")
+    assert_matches(F.linear(x, weight, bias), expected, "output", magnitude(x, weight) + magnitude(bias))
     grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, x, weight, has_bias=bias is not None)
-    assert_matches(grad_input, grad_x, "grad_input")
-    assert_matches(grad_weight, grad_w, "grad_weight")
+    assert_matches(grad_input, grad_x, "grad_input", magnitude(grad_output, weight))
+    assert_matches(grad_weight, grad_w, "grad_weight", magnitude(grad_output, x))
     if bias is None:
         assert grad_bias is None
     else:
-        assert_matches(grad_bias, grad_b, "grad_bias")
+        assert_matches(grad_bias, grad_b, "grad_bias", magnitude(grad_output))
 
 
 @given(first=linear_cases(), second_seed=st.integers(0, 2**32 - 1))
@@ -91,17 +92,19 @@ def test_linear_module_matches_torch_and_accumulates_grads(first, second_seed):
     # last one, which skips the input gradient (as for a first layer).
     steps = [(first["x"], first["grad_output"], True), (second_x, second_grad, True),
              (second_x, first["grad_output"], False)]
+    grad_terms = 0.0
     for step, (x, grad_output, needs_input_grad) in enumerate(steps):
         x_t = to_torch(x, requires_grad=needs_input_grad)
         output_t = torch_module(x_t)
         output_t.backward(to_torch(grad_output))
-        assert_matches(module(x), output_t, f"output {step}")
+        assert_matches(module(x), output_t, f"output {step}", magnitude(x, weight) + magnitude(bias))
         grad_input = module.backward(grad_output, needs_input_grad=needs_input_grad)
         if needs_input_grad:
-            assert_matches(grad_input, x_t.grad, f"grad_input {step}")
+            assert_matches(grad_input, x_t.grad, f"grad_input {step}", magnitude(grad_output, weight))
         else:
             assert grad_input is None
-    assert_grads_match(module, torch_module)
+        grad_terms += magnitude(grad_output) * max(1.0, magnitude(x))
+    assert_grads_match(module, torch_module, terms=grad_terms)
 
 
 # ---------------------------------------------------------------------------------------- activations
@@ -264,10 +267,11 @@ def test_nll_loss_functional_and_module_match_torch(case):
     x, target, weight, grad_output = case["x"], case["target"], case["weight"], case["grad_output"]
     kwargs = dict(ignore_index=case["ignore_index"], reduction=case["reduction"])
     expected, (grad_x, _, _) = _torch_loss(TF.nll_loss, case)
-    assert_matches(F.nll_loss(x, target, weight, **kwargs), expected, "loss")
+    loss_terms = _loss_terms(case, x)[0]
+    assert_matches(F.nll_loss(x, target, weight, **kwargs), expected, "loss", loss_terms)
     assert_matches(F.nll_loss_backward(grad_output, x, target, weight, **kwargs), grad_x, "grad_input")
     module = nn.NLLLoss(weight, **kwargs)
-    assert_matches(module(x, target), expected, "module loss")
+    assert_matches(module(x, target), expected, "module loss", loss_terms)
     assert_matches(module.backward(grad_output), grad_x, "module grad_input")
 
 
@@ -279,19 +283,21 @@ def test_cross_entropy_functional_and_module_match_torch(probability_targets, da
     kwargs = dict(ignore_index=case["ignore_index"], reduction=case["reduction"],
                   label_smoothing=case["label_smoothing"])
     expected, (grad_x, _, _) = _torch_loss(TF.cross_entropy, case, label_smoothing=case["label_smoothing"])
-    assert_matches(F.cross_entropy(x, target, weight, **kwargs), expected, "loss")
-    terms = _cross_entropy_grad_terms(case, probability_targets)
-    assert_matches(F.cross_entropy_backward(grad_output, x, target, weight, **kwargs), grad_x, "grad_input", terms)
+    log_probs = TF.log_softmax(to_torch(x), 1 if x.ndim > 1 else 0)
+    loss_terms, grad_terms = _loss_terms(case, log_probs, probability_targets)
+    assert_matches(F.cross_entropy(x, target, weight, **kwargs), expected, "loss", loss_terms)
+    grad_input = F.cross_entropy_backward(grad_output, x, target, weight, **kwargs)
+    assert_matches(grad_input, grad_x, "grad_input", grad_terms)
     module = nn.CrossEntropyLoss(weight, **kwargs)
-    assert_matches(module(x, target), expected, "module loss")
-    assert_matches(module.backward(grad_output), grad_x, "module grad_input", terms)
+    assert_matches(module(x, target), expected, "module loss", loss_terms)
+    assert_matches(module.backward(grad_output), grad_x, "module grad_input", grad_terms)
 
 
-def _cross_entropy_grad_terms(case: dict, probability_targets: bool) -> float:
-    """A bound on the terms of dX = G - softmax * sum_c(G), G = dL/dlog_softmax.
+def _loss_terms(case: dict, log_probs, probability_targets: bool = False) -> tuple[float, float]:
+    """Sizes of the terms that the loss and dL/dinput sum (see ``assert_matches``).
 
-    |G| <= |upstream| * max|weight| * max(1, |target|) / denominator (the 'mean' one), and the
-    class sum adds up to C of them.
+    loss = sum of -w * t * log_prob over samples and classes, / denominator for 'mean';
+    dX = G - softmax * sum_c(G) with |G| <= |upstream| * |w| * |t| / denominator.
     """
     x, target, weight = case["x"], case["target"], case["weight"]
     n_classes = x.shape[1 if x.ndim > 1 else 0]
@@ -300,14 +306,14 @@ def _cross_entropy_grad_terms(case: dict, probability_targets: bool) -> float:
     elif probability_targets:
         denominator = x.size // n_classes
     else:
-        kept = target[target != case["ignore_index"]]
+        kept = target[target != case["ignore_index"]].astype(np.int64)
         denominator = float(weight[kept].sum()) if weight is not None else kept.size
     if not denominator:  # nothing kept or all weights 0: NaN or nothing to compare, no scale needed
-        return 0.0
-    biggest_weight = 1.0 if weight is None else float(np.abs(weight).max())
-    biggest_target = max(1.0, float(np.abs(target).max(initial=0.0))) if probability_targets else 1.0
-    upstream = float(np.abs(case["grad_output"]).max(initial=0.0))
-    return (n_classes + 1) * upstream * biggest_weight * biggest_target / denominator
+        return 0.0, 0.0
+    per_term = (1.0 if weight is None else magnitude(weight)) / denominator
+    if probability_targets:
+        per_term *= max(1.0, magnitude(target))
+    return per_term * magnitude(log_probs), (n_classes + 1) * per_term * magnitude(case["grad_output"])
 
 
 # ---------------------------------------------------------------------------------------- the comparison

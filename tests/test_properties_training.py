@@ -22,6 +22,7 @@ from tests.strategies import (
     assert_matches,
     dtypes,
     grads,
+    magnitude,
     one_torch_thread,  # noqa: F401 - an autouse fixture
     reference_device,
     sizes,
@@ -78,6 +79,8 @@ def test_sgd_matches_torch_over_steps_and_resumes_from_torch_state(case):
     torch_params = [torch.nn.Parameter(to_torch(value)) for value in case["params"]]
     optimizer = _build_sgd(optim, params, case["groups"])
     torch_optimizer = _build_sgd(torch.optim, torch_params, case["groups"])
+    hyper = [group for group in torch_optimizer.param_groups for _ in group["params"]]
+    terms = [0.0] * len(params)  # the size of what each update adds up, summed over the steps
     for step, (action, step_grads) in enumerate(case["steps"]):
         if step == case["reload_at"]:
             # Mid-run: a fresh tinynn SGD with other defaults takes torch's state_dict and carries on.
@@ -90,14 +93,19 @@ def test_sgd_matches_torch_over_steps_and_resumes_from_torch_state(case):
         else:
             optimizer.zero_grad(set_to_none=action == "zero_grad_to_none")
             torch_optimizer.zero_grad(set_to_none=action == "zero_grad_to_none")
+        before = [magnitude(torch_param) for torch_param in torch_params]
         optimizer.step()
         torch_optimizer.step()
         for index, (param, torch_param) in enumerate(zip(params, torch_params)):
-            assert_matches(param.data, torch_param, f"step {step} param {index}")
+            group, buffer = hyper[index], torch_optimizer.state.get(torch_param, {}).get("momentum_buffer")
+            direction = magnitude(torch_param.grad) + group["weight_decay"] * before[index] + magnitude(buffer)
+            terms[index] += before[index] + group["lr"] * (1 + group["momentum"]) * direction
+            assert_matches(param.data, torch_param, f"step {step} param {index}", terms[index])
     state, torch_state = optimizer.state_dict(), torch_optimizer.state_dict()
     assert sorted(state["state"]) == sorted(torch_state["state"])
     for index, saved in state["state"].items():
-        assert_matches(saved["momentum_buffer"], torch_state["state"][index]["momentum_buffer"], f"buffer {index}")
+        assert_matches(saved["momentum_buffer"], torch_state["state"][index]["momentum_buffer"], f"buffer {index}",
+                       terms[index])
     for group, torch_group in zip(state["param_groups"], torch_state["param_groups"]):
         assert {key: group[key] for key in HYPER_PARAMETERS} == {key: torch_group[key] for key in HYPER_PARAMETERS}
         assert group["params"] == torch_group["params"]
