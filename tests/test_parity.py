@@ -254,8 +254,9 @@ def test_full_tutorial_training_reaches_the_tutorials_figures_in_lockstep(tmp_pa
         assert stage["ok"] is True and stage["steps"] == 2 * 782, stage["name"]
         assert max(stage["worst_rel_diff"].values()) <= PARITY_F64_RTOL, (stage["name"], stage["worst_rel_diff"])
         val_loss, val_accuracy = stage["torch"]["val_loss"][-1], stage["torch"]["val_accuracy"][-1]
-        # The tutorial prints 0.29-0.34 for the logistic regressions and 0.18-0.25 for the CNNs.
-        low, high = (0.25, 0.40) if stage["kind"] == "linear" else (0.15, 0.40)
+        # The figures: about 0.3 for the logistic regressions, 0.2-0.35 for the CNNs (the
+        # tutorial prints 0.29-0.34 and 0.18-0.25; seed 0 here gives 0.29-0.31 and 0.24).
+        low, high = (0.25, 0.35) if stage["kind"] == "linear" else (0.20, 0.35)
         assert low <= val_loss <= high, (stage["name"], val_loss)
         assert val_accuracy >= 0.90, (stage["name"], val_accuracy)
         assert stage["tinynn"]["val_loss"] == pytest.approx(stage["torch"]["val_loss"], rel=PARITY_F64_RTOL)
