@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks import environment, report
 from benchmarks.ops import HEADLINE_CONV, OP_CASES, backward_runner, forward_runner
-from benchmarks.pipelines import measure_memory, run_pipelines
+from benchmarks.pipelines import memory_in_subprocesses, run_pipelines
 from benchmarks.presets import PRESETS, Preset
 from benchmarks.profiling import profile_all
 from benchmarks.scaling import run_scaling
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs, source = run_pipelines(frameworks, preset, log)
                 results["pipelines"] = {"data": source, "runs": runs}
             elif section == "memory":
-                results["memory"] = measure_memory(frameworks, preset.memory_steps, threads, log)
+                results["memory"] = memory_in_subprocesses(frameworks, preset.memory_steps, threads, log)
             elif section == "scaling":
                 results["scaling"] = run_scaling(frameworks, preset, log)
             elif section == "profile":

@@ -56,7 +56,7 @@ def run_pipelines(frameworks: list[Framework], preset: Preset,
     return results, source
 
 
-def measure_memory(frameworks: list[Framework], steps: int, threads: int,
+def memory_in_subprocesses(frameworks: list[Framework], steps: int, threads: int,
                    log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Run ``benchmarks.memory`` in a fresh process per framework and workload."""
     names = [framework.name for framework in frameworks if framework.name in (TINYNN, TORCH_CPU, TORCH_CUDA)]
