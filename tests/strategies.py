@@ -76,26 +76,29 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def to_torch(array: Any, requires_grad: bool = False) -> torch.Tensor:
-    """A C-contiguous copy of ``array`` as a torch tensor on the reference device (float ones may
-    require grad). Contiguous, whatever the layout tinynn got: torch 2.13's CPU conv2d on
-    channels-last tensors crashed now and then (heap corruption) in these properties."""
-    tensor = torch.from_numpy(np.array(array, order="C", copy=True)).to(reference_device())
+def to_torch(array: Any, requires_grad: bool = False, device: torch.device | None = None) -> torch.Tensor:
+    """A C-contiguous copy of ``array`` as a torch tensor on ``device`` (default: the reference
+    device); float ones may require grad. Contiguous, whatever the layout tinynn got: torch 2.13's
+    CPU conv2d on channels-last tensors crashed now and then (heap corruption) in these properties."""
+    tensor = torch.from_numpy(np.array(array, order="C", copy=True)).to(device or reference_device())
     return tensor.requires_grad_(requires_grad and tensor.is_floating_point())
 
 
 def torch_autograd(fn: Callable[..., torch.Tensor], inputs: Sequence[Any], grad_output: Any,
-                   differentiable: Sequence[bool] | None = None) -> tuple[torch.Tensor, list[Any]]:
+                   differentiable: Sequence[bool] | None = None,
+                   device: torch.device | None = None) -> tuple[torch.Tensor, list[Any]]:
     """torch's ``fn(*inputs)`` and the gradient of each input (None where not differentiable).
 
-    ``inputs`` are arrays (or None, passed through); ``grad_output`` is the upstream gradient.
+    ``inputs`` are arrays (or None, passed through); ``grad_output`` is the upstream gradient;
+    ``device`` overrides the reference device (for a case where torch's devices disagree).
     """
     if differentiable is None:
         differentiable = [True] * len(inputs)
-    tensors = [None if value is None else to_torch(value, wants) for value, wants in zip(inputs, differentiable)]
+    tensors = [None if value is None else to_torch(value, wants, device)
+               for value, wants in zip(inputs, differentiable)]
     output = fn(*tensors)
     if output.requires_grad:
-        output.backward(to_torch(grad_output))
+        output.backward(to_torch(grad_output, device=device))
     return output, [None if tensor is None or not tensor.requires_grad else tensor.grad for tensor in tensors]
 
 
