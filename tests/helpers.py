@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -51,3 +52,18 @@ def torch_tensor(array: np.ndarray, requires_grad: bool = False):
 
     tensor = torch.tensor(np.array(array))
     return tensor.requires_grad_(requires_grad) if tensor.is_floating_point() else tensor
+
+
+@contextlib.contextmanager
+def split_batches(threads: int) -> Iterator[None]:
+    """Inside, every convolution splits its batch into up to ``threads`` parts run on threads, as
+    only large ones do otherwise (``tinynn.nn._parallel``): small test cases then cover that path.
+    Sets the module's knobs directly, leaving NumPy's BLAS thread count alone."""
+    from tinynn.nn import _parallel
+
+    saved = _parallel.PART_WORK, _parallel._num_threads
+    _parallel.PART_WORK, _parallel._num_threads = 1, threads
+    try:
+        yield
+    finally:
+        _parallel.PART_WORK, _parallel._num_threads = saved

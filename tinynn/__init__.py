@@ -10,10 +10,11 @@ from tinynn import nn, optim, utils
 from tinynn._dtype import float32, float64, int64
 from tinynn._grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from tinynn._random import default_generator, manual_seed
+from tinynn.nn._parallel import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "default_generator", "enable_grad", "float32", "float64", "int64", "is_grad_enabled",
-    "manual_seed", "nn", "no_grad", "optim", "set_grad_enabled", "utils",
+    "default_generator", "enable_grad", "float32", "float64", "get_num_threads", "int64", "is_grad_enabled",
+    "manual_seed", "nn", "no_grad", "optim", "set_grad_enabled", "set_num_threads", "utils",
 ]

@@ -13,11 +13,12 @@ plain ``np.matmul``. Setting OpenBLAS's thread count costs well under a microsec
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -57,5 +58,31 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     set_threads(1)
     try:
         return np.matmul(a, b, out=out)
+    finally:
+        set_threads(threads)
+
+
+def set_blas_threads(threads: int) -> None:
+    """Let NumPy's OpenBLAS use up to ``threads`` threads (nothing happens with another BLAS)."""
+    if _THREADS is not None:
+        _THREADS[1](threads)
+
+
+def can_limit_threads() -> bool:
+    """Whether ``one_blas_thread`` can actually hold NumPy's BLAS to one thread."""
+    return _THREADS is not None
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Every product inside on one BLAS thread (for code that already runs one thread per core)."""
+    if _THREADS is None:
+        yield
+        return
+    get_threads, set_threads = _THREADS
+    threads = get_threads()
+    set_threads(1)
+    try:
+        yield
     finally:
         set_threads(threads)

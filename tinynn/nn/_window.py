@@ -105,7 +105,8 @@ def offset_blocks(in_size: Pair, out_size: Pair, kernel: Pair, stride: Pair, dil
             yield i, j, (slice(oh_first, oh_stop), slice(ow_first, ow_stop)), (in_rows, in_cols)
 
 
-def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, pads: Pads) -> np.ndarray:
+def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, pads: Pads,
+                out: np.ndarray | None = None) -> np.ndarray:
     """col2im: ``dX[n, oh*sh + i*dh - top, ow*sw + j*dw - left, ...] += grad_offsets[i, j, n, oh, ow, ...]``.
 
     ``grad_offsets`` holds one ``(N, Ho, Wo, ...)`` block per kernel offset ``(i, j)`` (it may be a
@@ -116,10 +117,11 @@ def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation:
     With stride s an offset's taps all land on one phase of the input (rows ``h % sh == p``).
     Each phase is summed in its own contiguous buffer and written once: the adds then run along
     whole rows instead of hopping s pixels at a time, which is NumPy's slow case.
+    ``out``, if given, is the (uninitialised) destination.
     """
     batch, trailing = grad_offsets.shape[2], grad_offsets.shape[5:]
     kernel, out_size = grad_offsets.shape[:2], grad_offsets.shape[3:5]
-    grad_input = np.empty((batch, *in_size, *trailing), dtype=grad_offsets.dtype)
+    grad_input = np.empty((batch, *in_size, *trailing), dtype=grad_offsets.dtype) if out is None else out
     blocks = list(offset_blocks(in_size, out_size, kernel, stride, dilation, pads))
     for phase_h in range(stride[0]):
         for phase_w in range(stride[1]):
@@ -204,6 +206,7 @@ class Workspace:
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
+        self._parts: dict[int, Workspace] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised array of this shape and dtype, the same memory as last time if it fits."""
@@ -213,8 +216,15 @@ class Workspace:
             array = self._arrays[name] = np.empty(size, dtype=dtype)
         return array[:size].reshape(shape)
 
+    def part(self, index: int) -> Workspace:
+        """The workspace of part ``index`` of a batch split across threads (see ``_parallel``)."""
+        if index == 0:
+            return self
+        return self._parts.setdefault(index, Workspace())
+
     def clear(self) -> None:
         self._arrays.clear()
+        self._parts.clear()
 
 
 def zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

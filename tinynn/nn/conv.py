@@ -23,6 +23,7 @@ import numpy as np
 from tinynn._dtype import as_float_dtype, torch_name
 from tinynn.nn import init
 from tinynn.nn._blas import matmul
+from tinynn.nn._parallel import batch_parts, run_parts
 from tinynn.nn._window import (
     Pads,
     Workspace,
@@ -121,11 +122,12 @@ def _batched(input: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, bool]:
     return (input[None], True) if input.ndim == 3 else (input, False)
 
 
-def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | None = None) -> np.ndarray:
+def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | None = None,
+           out: np.ndarray | None = None) -> np.ndarray:
     """Columns of a batched ``(N, C, H, W)`` input: shape ``(N*Ho*Wo, groups, kh*kw*C/groups)``.
 
     ``cols[n*Ho*Wo + oh*Wo + ow, g, (i*kw + j)*C/g + c] = x_padded[n, g*C/g + c, oh*sh + i*dh, ow*sw + j*dw]``.
-    The window view is free; filling ``cols`` is the one copy.
+    The window view is free; filling ``cols`` (``out`` if given, C-contiguous) is the one copy.
     """
     batch, channels, height, width = input.shape
     groups, (kernel_h, kernel_w), (out_h, out_w) = geometry.groups, geometry.kernel, geometry.out_size
@@ -136,7 +138,8 @@ def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | Non
     else:
         padded = channels_last(input)
     per_group = channels // groups
-    cols = empty((batch, out_h, out_w, groups, kernel_h, kernel_w, per_group), input.dtype, workspace, "cols")
+    cols_shape = (batch, out_h, out_w, groups, kernel_h, kernel_w, per_group)
+    cols = empty(cols_shape, input.dtype, workspace, "cols") if out is None else out.reshape(cols_shape)
     view = windows(padded, geometry.kernel, geometry.stride, geometry.dilation, geometry.out_size)
     if kernel_w * per_group >= out_w:
         # One copy of the whole window view; its innermost contiguous run is a window row (kw*C values).
@@ -159,19 +162,32 @@ def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
 
 def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: ConvGeometry,
                    workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(output, cols)`` for a batched input; ``Conv2d`` keeps ``cols`` for the backward's dW."""
-    cols = im2col(input, geometry, workspace)
-    rows, groups = cols.shape[:2]
-    out_channels = weight.shape[0]
-    output = np.empty((rows, groups, out_channels // groups), dtype=input.dtype)
-    # Y[:, g] = cols[:, g] @ W[g].T for every group in one batched matmul, written in place.
-    matmul(cols.transpose(1, 0, 2), _weight_matrix(weight, groups).transpose(0, 2, 1),
-              out=output.transpose(1, 0, 2))
-    if bias is not None:
-        # Added to whole output rows (Wo*O values) at a time: NumPy's inner loop over only O values is slow.
-        out_w = geometry.out_size[1]
-        output.reshape(-1, out_w * out_channels)[...] += np.tile(bias, out_w)
-    return as_nchw(output.reshape(input.shape[0], *geometry.out_size, out_channels)), cols
+    """``(output, cols)`` for a batched input; ``Conv2d`` keeps ``cols`` for the backward's dW.
+
+    A large batch is split across the cores (``_parallel``): each part fills its own rows of
+    ``cols`` and of the output.
+    """
+    batch, out_channels, groups = input.shape[0], weight.shape[0], geometry.groups
+    out_w = geometry.out_size[1]
+    per_image = geometry.out_size[0] * out_w
+    cols_width = weight[0].size  # kh*kw*C/g
+    cols = empty((batch * per_image, groups, cols_width), input.dtype, workspace, "cols")
+    output = np.empty((batch * per_image, groups, out_channels // groups), dtype=input.dtype)
+    weight_t = _weight_matrix(weight, groups).transpose(0, 2, 1)
+    # Added to whole output rows (Wo*O values) at a time: NumPy's inner loop over only O values is slow.
+    bias_row = None if bias is None else np.tile(bias, out_w)
+
+    def forward_part(index: int, images: slice) -> None:
+        rows = slice(images.start * per_image, images.stop * per_image)
+        part_cols = im2col(input[images], geometry, None if workspace is None else workspace.part(index),
+                           out=cols[rows])
+        # Y[:, g] = cols[:, g] @ W[g].T for every group in one batched matmul, written in place.
+        matmul(part_cols.transpose(1, 0, 2), weight_t, out=output[rows].transpose(1, 0, 2))
+        if bias_row is not None:
+            output[rows].reshape(-1, out_w * out_channels)[...] += bias_row
+
+    run_parts(forward_part, batch_parts(batch, cols.size * out_channels // groups))
+    return as_nchw(output.reshape(batch, *geometry.out_size, out_channels)), cols
 
 
 def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: Any = 1,
@@ -197,32 +213,48 @@ def conv2d_backward_from_cols(grad_output: np.ndarray, cols: np.ndarray, weight:
     """The backward of a batched conv2d given the forward's ``cols``; see ``conv2d_backward``.
 
     With ``overwrite_cols`` the columns' memory is reused for dX's per-offset blocks once dW is done.
+    A large batch is split across the cores as in ``conv2d_forward``: each part adds its images'
+    share of dW and db, and writes its own images' dX.
     """
     batch, channels = input_shape[:2]
     out_channels, groups, (kernel_h, kernel_w) = weight.shape[0], geometry.groups, geometry.kernel
-    rows = cols.shape[0]
+    rows, per_image, per_group = cols.shape[0], geometry.out_size[0] * geometry.out_size[1], channels // groups
     # A free view when grad_output is channels-last in memory, as the forward produced it.
     grad_matrix = channels_last(grad_output).reshape(rows, groups, out_channels // groups)
-    # db = 1.T @ dY: a matrix-vector product (BLAS), several times faster than .sum(axis=0) on rows.
-    grad_bias = matmul(np.ones(rows, dtype=cols.dtype), grad_matrix.reshape(rows, out_channels)) if has_bias else None
-    # dW[g].T = cols[:, g].T @ dY[:, g]: (kh*kw*C/g, O/g), rows ordered (i, j, c) as in im2col.
-    grad_weight = matmul(cols.transpose(1, 2, 0), grad_matrix.transpose(1, 0, 2))
-    grad_weight = grad_weight.reshape(groups, kernel_h, kernel_w, channels // groups, out_channels // groups)
-    grad_weight = np.ascontiguousarray(grad_weight.transpose(0, 4, 3, 1, 2)).reshape(weight.shape)
-    if not needs_input_grad:
-        return None, grad_weight, grad_bias
-    # dcols = dY @ W, one (N*Ho*Wo, C) block per kernel offset (i, j): contiguous blocks make the
+    # dcols = dY @ W, one (rows, C) block per kernel offset (i, j): contiguous blocks make the
     # col2im adds run along whole rows. weight_offsets[g, i*kw + j] is the (O/g, C/g) matrix W[group g's
     # outputs, :, i, j].
-    per_group = channels // groups
     weight_offsets = np.ascontiguousarray(
         weight.reshape(groups, out_channels // groups, per_group, kernel_h * kernel_w).transpose(0, 3, 1, 2))
-    offsets_shape = (kernel_h * kernel_w, rows, groups, per_group)
-    grad_offsets = cols.reshape(offsets_shape) if overwrite_cols else np.empty(offsets_shape, dtype=cols.dtype)
-    matmul(grad_matrix.transpose(1, 0, 2)[:, None], weight_offsets, out=grad_offsets.transpose(2, 0, 1, 3))
-    grad_input = add_windows(grad_offsets.reshape(kernel_h, kernel_w, batch, *geometry.out_size, groups, per_group),
-                             input_shape[2:], geometry.stride, geometry.dilation, geometry.pads)
-    return as_nchw(grad_input.reshape(batch, *input_shape[2:], channels)), grad_weight, grad_bias
+    grad_offsets = cols if overwrite_cols else np.empty(cols.shape, dtype=cols.dtype)
+    grad_input = np.empty((batch, *input_shape[2:], channels), dtype=cols.dtype) if needs_input_grad else None
+
+    def backward_part(index: int, images: slice) -> tuple[np.ndarray, np.ndarray | None]:
+        part_rows = slice(images.start * per_image, images.stop * per_image)
+        part_grad = grad_matrix[part_rows]
+        # db = 1.T @ dY: a matrix-vector product (BLAS), several times faster than .sum(axis=0) on rows.
+        part_bias = (matmul(np.ones(part_grad.shape[0], dtype=cols.dtype), part_grad.reshape(-1, out_channels))
+                     if has_bias else None)
+        # dW[g].T = cols[:, g].T @ dY[:, g]: (kh*kw*C/g, O/g), rows ordered (i, j, c) as in im2col.
+        part_weight = matmul(cols[part_rows].transpose(1, 2, 0), part_grad.transpose(1, 0, 2))
+        if grad_input is not None:  # after dW: these blocks may overwrite this part's columns
+            blocks = grad_offsets[part_rows].reshape(kernel_h * kernel_w, -1, groups, per_group)
+            matmul(part_grad.transpose(1, 0, 2)[:, None], weight_offsets, out=blocks.transpose(2, 0, 1, 3))
+            add_windows(blocks.reshape(kernel_h, kernel_w, -1, *geometry.out_size, groups, per_group),
+                        input_shape[2:], geometry.stride, geometry.dilation, geometry.pads,
+                        out=grad_input[images].reshape(-1, *input_shape[2:], groups, per_group))
+        return part_weight, part_bias
+
+    (grad_weight, grad_bias), *other_parts = run_parts(backward_part,
+                                                       batch_parts(batch, cols.size * out_channels // groups))
+    for part_weight, part_bias in other_parts:
+        grad_weight = grad_weight + part_weight
+        grad_bias = None if grad_bias is None else grad_bias + part_bias
+    grad_weight = grad_weight.reshape(groups, kernel_h, kernel_w, per_group, out_channels // groups)
+    grad_weight = np.ascontiguousarray(grad_weight.transpose(0, 4, 3, 1, 2)).reshape(weight.shape)
+    if grad_input is None:
+        return None, grad_weight, grad_bias
+    return as_nchw(grad_input), grad_weight, grad_bias
 
 
 def conv2d_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray, stride: Any = 1,
