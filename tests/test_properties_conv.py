@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import tinynn.nn as nn
 import tinynn.nn.functional as F
+from tests.helpers import split_batches
 from tests.strategies import (
     SPECIAL_STYLES,
     VALUE_STYLES,
@@ -83,15 +84,22 @@ def _torch_conv(case: dict, grad_output: np.ndarray):
                           [case["x"], case["weight"], case["bias"]], grad_output)
 
 
-@given(case=conv_cases(), data=st.data())
-def test_conv2d_functional_matches_torch(case, data):
+# 1: every layer on the calling thread (as small layers are); 2, 3: the batch split across threads,
+# as large layers do (tests.helpers.split_batches).
+threads = st.sampled_from([1, 2, 3])
+
+
+@given(case=conv_cases(), data=st.data(), threads=threads)
+def test_conv2d_functional_matches_torch(case, data, threads):
     x, weight, bias, kwargs = case["x"], case["weight"], case["bias"], case["kwargs"]
-    output = F.conv2d(x, weight, bias, **kwargs)
+    with split_batches(threads):
+        output = F.conv2d(x, weight, bias, **kwargs)
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
     expected, (grad_x, grad_w, grad_b) = _torch_conv(case, grad_output)
     assert_matches(output, expected, "output", magnitude(x, weight) + magnitude(bias))
-    grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, x, weight, has_bias=bias is not None,
-                                                           **kwargs)
+    with split_batches(threads):
+        grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, x, weight, has_bias=bias is not None,
+                                                               **kwargs)
     assert_matches(grad_input, grad_x, "grad_input", magnitude(grad_output, weight))
     assert_matches(grad_weight, grad_w, "grad_weight", magnitude(grad_output, x))
     if bias is None:
@@ -100,8 +108,8 @@ def test_conv2d_functional_matches_torch(case, data):
         assert_matches(grad_bias, grad_b, "grad_bias", magnitude(grad_output))
 
 
-@given(first=conv_cases(), data=st.data())
-def test_conv2d_module_matches_torch_and_accumulates_grads(first, data):
+@given(first=conv_cases(), data=st.data(), threads=threads)
+def test_conv2d_module_matches_torch_and_accumulates_grads(first, data, threads):
     weight, bias, kwargs = first["weight"], first["bias"], first["kwargs"]
     out_channels, in_per_group, kh, kw = weight.shape
     in_channels, dtype = in_per_group * kwargs["groups"], weight.dtype.type
@@ -117,13 +125,15 @@ def test_conv2d_module_matches_torch_and_accumulates_grads(first, data):
     second_x = relayout(data.draw(arrays(first["x"].shape, dtype), label="second x"), data.draw(layouts))
     grad_terms = 0.0
     for step, (x, needs_input_grad) in enumerate([(first["x"], True), (second_x, True), (first["x"], False)]):
-        output = module(x)
+        with split_batches(threads):
+            output = module(x)
         grad_output = data.draw(upstream(output.shape, dtype), label=f"grad_output {step}")
         x_t = to_torch(x, requires_grad=needs_input_grad)
         output_t = torch_module(x_t)
         output_t.backward(to_torch(grad_output))
         assert_matches(output, output_t, f"output {step}", magnitude(x, weight) + magnitude(bias))
-        grad_input = module.backward(grad_output, needs_input_grad=needs_input_grad)
+        with split_batches(threads):
+            grad_input = module.backward(grad_output, needs_input_grad=needs_input_grad)
         if needs_input_grad:
             assert_matches(grad_input, x_t.grad, f"grad_input {step}", magnitude(grad_output, weight))
         else:
