@@ -24,15 +24,15 @@ def _with_batch(config: tuple, batch: int) -> tuple:
     return ((batch, *config[0][1:]), *config[1:])
 
 
-@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize(("threads", "chunked"), [(2, False), (3, False), (1, True), (2, True)])
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(i) for i in range(len(CONFIGS))])
-def test_conv2d_split_across_threads_matches_torch_and_one_thread(config, threads):
-    # Batch 5 in 2 or 3 parts: uneven parts (2+3, 1+2+2).
+def test_conv2d_split_across_threads_and_chunks_matches_torch_and_one_thread(config, threads, chunked):
+    # Batch 5 in 2 or 3 parts: uneven parts (2+3, 1+2+2); chunked: im2col one image at a time.
     rng, x, weight, bias, kwargs = _case(_with_batch(config, 5), seed=7)
     grad_output = random_grad(rng, F.conv2d(x, weight, bias, **kwargs).shape)
     one_thread = F.conv2d(x, weight, bias, **kwargs), *F.conv2d_backward(grad_output, x, weight,
                                                                          has_bias=bias is not None, **kwargs)
-    with split_batches(threads):
+    with split_batches(threads, chunked):
         split = F.conv2d(x, weight, bias, **kwargs), *F.conv2d_backward(grad_output, x, weight,
                                                                         has_bias=bias is not None, **kwargs)
     expected = _torch_conv(x, weight, bias, kwargs, grad_output)
@@ -46,12 +46,13 @@ def test_conv2d_split_across_threads_matches_torch_and_one_thread(config, thread
         assert_close(ours, single, rtol=TORCH_F64_RTOL, name=f"split {name} vs one thread")
 
 
-def test_conv2d_module_split_across_threads_matches_torch_over_calls_of_different_batch_sizes():
+@pytest.mark.parametrize("chunked", [False, True])
+def test_conv2d_module_split_across_threads_matches_torch_over_calls_of_different_batch_sizes(chunked):
     conv = nn.Conv2d(4, 6, 3, stride=(2, 1), padding=1, groups=2, dtype=np.float64)
     reference = torch.nn.Conv2d(4, 6, 3, stride=(2, 1), padding=1, groups=2, dtype=torch.float64)
     reference.load_state_dict({name: torch.from_numpy(value) for name, value in conv.state_dict().items()})
     rng = np.random.default_rng(8)
-    with split_batches(3):
+    with split_batches(3, chunked):
         # Each part keeps its own scratch buffers in the module's workspace; batch sizes change between calls.
         for batch in (5, 3, 6):
             x = random_array(rng, (batch, 4, 9, 8))

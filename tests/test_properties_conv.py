@@ -84,20 +84,21 @@ def _torch_conv(case: dict, grad_output: np.ndarray):
                           [case["x"], case["weight"], case["bias"]], grad_output)
 
 
-# 1: every layer on the calling thread (as small layers are); 2, 3: the batch split across threads,
-# as large layers do (tests.helpers.split_batches).
-threads = st.sampled_from([1, 2, 3])
+# (threads, chunked): the batch on the calling thread with its im2col columns kept (as small layers
+# run), or split across 2 or 3 threads, or built one image at a time and rebuilt in the backward
+# (as large layers run; see tests.helpers.split_batches).
+large_layer_modes = st.tuples(st.sampled_from([1, 2, 3]), st.booleans())
 
 
-@given(case=conv_cases(), data=st.data(), threads=threads)
-def test_conv2d_functional_matches_torch(case, data, threads):
+@given(case=conv_cases(), data=st.data(), mode=large_layer_modes)
+def test_conv2d_functional_matches_torch(case, data, mode):
     x, weight, bias, kwargs = case["x"], case["weight"], case["bias"], case["kwargs"]
-    with split_batches(threads):
+    with split_batches(*mode):
         output = F.conv2d(x, weight, bias, **kwargs)
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
     expected, (grad_x, grad_w, grad_b) = _torch_conv(case, grad_output)
     assert_matches(output, expected, "output", magnitude(x, weight) + magnitude(bias))
-    with split_batches(threads):
+    with split_batches(*mode):
         grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, x, weight, has_bias=bias is not None,
                                                                **kwargs)
     assert_matches(grad_input, grad_x, "grad_input", magnitude(grad_output, weight))
@@ -108,8 +109,8 @@ def test_conv2d_functional_matches_torch(case, data, threads):
         assert_matches(grad_bias, grad_b, "grad_bias", magnitude(grad_output))
 
 
-@given(first=conv_cases(), data=st.data(), threads=threads)
-def test_conv2d_module_matches_torch_and_accumulates_grads(first, data, threads):
+@given(first=conv_cases(), data=st.data(), mode=large_layer_modes)
+def test_conv2d_module_matches_torch_and_accumulates_grads(first, data, mode):
     weight, bias, kwargs = first["weight"], first["bias"], first["kwargs"]
     out_channels, in_per_group, kh, kw = weight.shape
     in_channels, dtype = in_per_group * kwargs["groups"], weight.dtype.type
@@ -125,14 +126,14 @@ def test_conv2d_module_matches_torch_and_accumulates_grads(first, data, threads)
     second_x = relayout(data.draw(arrays(first["x"].shape, dtype), label="second x"), data.draw(layouts))
     grad_terms = 0.0
     for step, (x, needs_input_grad) in enumerate([(first["x"], True), (second_x, True), (first["x"], False)]):
-        with split_batches(threads):
+        with split_batches(*mode):
             output = module(x)
         grad_output = data.draw(upstream(output.shape, dtype), label=f"grad_output {step}")
         x_t = to_torch(x, requires_grad=needs_input_grad)
         output_t = torch_module(x_t)
         output_t.backward(to_torch(grad_output))
         assert_matches(output, output_t, f"output {step}", magnitude(x, weight) + magnitude(bias))
-        with split_batches(threads):
+        with split_batches(*mode):
             grad_input = module.backward(grad_output, needs_input_grad=needs_input_grad)
         if needs_input_grad:
             assert_matches(grad_input, x_t.grad, f"grad_input {step}", magnitude(grad_output, weight))

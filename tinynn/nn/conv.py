@@ -15,7 +15,9 @@ a transpose copy. The slow loop version of the same maths is ``_reference.conv2d
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -37,6 +39,12 @@ from tinynn.nn._window import (
 )
 from tinynn.nn.module import Module
 from tinynn.nn.parameter import Parameter
+
+# im2col columns handled at a time (per thread): a chunk this size stays in the L3 cache between the
+# product that reads it and the next (dW, then dX's blocks written over it), where a whole batch's
+# columns would go out to memory and back; rebuilding them in the backward costs less than that.
+# A batch whose columns fit in one chunk keeps them from forward to backward.
+CHUNK_BYTES = 1 << 23
 
 
 class ConvGeometry(NamedTuple):
@@ -160,33 +168,53 @@ def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(per_group.transpose(0, 1, 3, 4, 2)).reshape(groups, out_channels // groups, -1)
 
 
-def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: ConvGeometry,
-                   workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(output, cols)`` for a batched input; ``Conv2d`` keeps ``cols`` for the backward's dW.
+def _chunks(images: slice, per_chunk: int) -> Iterator[slice]:
+    """``images`` in chunks of at most ``per_chunk``, as even as possible (no small last chunk)."""
+    count = max(1, -(-(images.stop - images.start) // per_chunk))
+    bounds = [images.start + (images.stop - images.start) * k // count for k in range(count + 1)]
+    for start, stop in itertools.pairwise(bounds):
+        yield slice(start, stop)
 
-    A large batch is split across the cores (``_parallel``): each part fills its own rows of
-    ``cols`` and of the output.
+
+def _images_per_chunk(cols_bytes_per_image: int) -> int:
+    return max(1, CHUNK_BYTES // max(1, cols_bytes_per_image))
+
+
+def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: ConvGeometry,
+                   workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(output, cols)`` for a batched input.
+
+    ``cols`` is the whole batch's im2col matrix when it fits in ``CHUNK_BYTES`` (``Conv2d`` keeps
+    it for the backward's dW), else None: the forward then builds it one chunk of images at a
+    time, and the backward builds it again. A large batch is also split across the cores
+    (``_parallel``): each part handles its own images' rows of ``cols`` and of the output.
     """
     batch, out_channels, groups = input.shape[0], weight.shape[0], geometry.groups
     out_w = geometry.out_size[1]
     per_image = geometry.out_size[0] * out_w
-    cols_width = weight[0].size  # kh*kw*C/g
-    cols = empty((batch * per_image, groups, cols_width), input.dtype, workspace, "cols")
+    per_group = weight[0].size  # kh*kw*C/g columns
+    keep = batch * per_image * groups * per_group * input.itemsize <= CHUNK_BYTES
+    cols = empty((batch * per_image, groups, per_group), input.dtype, workspace, "cols") if keep else None
+    per_chunk = max(1, batch) if keep else _images_per_chunk(per_image * groups * per_group * input.itemsize)
     output = np.empty((batch * per_image, groups, out_channels // groups), dtype=input.dtype)
     weight_t = _weight_matrix(weight, groups).transpose(0, 2, 1)
     # Added to whole output rows (Wo*O values) at a time: NumPy's inner loop over only O values is slow.
     bias_row = None if bias is None else np.tile(bias, out_w)
 
     def forward_part(index: int, images: slice) -> None:
-        rows = slice(images.start * per_image, images.stop * per_image)
-        part_cols = im2col(input[images], geometry, None if workspace is None else workspace.part(index),
-                           out=cols[rows])
-        # Y[:, g] = cols[:, g] @ W[g].T for every group in one batched matmul, written in place.
-        matmul(part_cols.transpose(1, 0, 2), weight_t, out=output[rows].transpose(1, 0, 2))
-        if bias_row is not None:
-            output[rows].reshape(-1, out_w * out_channels)[...] += bias_row
+        part_workspace = None if workspace is None else workspace.part(index)
+        buffer = cols if keep else empty((per_chunk * per_image, groups, per_group), input.dtype, part_workspace,
+                                         "chunk cols")
+        for chunk in _chunks(images, per_chunk):
+            rows = slice(chunk.start * per_image, chunk.stop * per_image)
+            chunk_cols = im2col(input[chunk], geometry, part_workspace,
+                                out=cols[rows] if keep else buffer[:rows.stop - rows.start])
+            # Y[:, g] = cols[:, g] @ W[g].T for every group in one batched matmul, written in place.
+            matmul(chunk_cols.transpose(1, 0, 2), weight_t, out=output[rows].transpose(1, 0, 2))
+            if bias_row is not None:
+                output[rows].reshape(-1, out_w * out_channels)[...] += bias_row
 
-    run_parts(forward_part, batch_parts(batch, cols.size * out_channels // groups))
+    run_parts(forward_part, batch_parts(batch, batch * per_image * groups * per_group * out_channels // groups))
     return as_nchw(output.reshape(batch, *geometry.out_size, out_channels)), cols
 
 
@@ -206,47 +234,65 @@ def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
     return output[0] if unbatched else output
 
 
-def conv2d_backward_from_cols(grad_output: np.ndarray, cols: np.ndarray, weight: np.ndarray,
-                              input_shape: tuple[int, ...], geometry: ConvGeometry, has_bias: bool = True,
-                              needs_input_grad: bool = True, overwrite_cols: bool = False
-                              ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """The backward of a batched conv2d given the forward's ``cols``; see ``conv2d_backward``.
+def conv2d_backward_batched(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray,
+                            geometry: ConvGeometry, cols: np.ndarray | None = None, has_bias: bool = True,
+                            needs_input_grad: bool = True, workspace: Workspace | None = None
+                            ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """The backward of a batched conv2d; see ``conv2d_backward``.
 
-    With ``overwrite_cols`` the columns' memory is reused for dX's per-offset blocks once dW is done.
-    A large batch is split across the cores as in ``conv2d_forward``: each part adds its images'
-    share of dW and db, and writes its own images' dX.
+    ``cols``: the forward's im2col matrix if it kept one (it is overwritten), else it is rebuilt
+    one chunk of images at a time, so that each chunk's columns are still in the cache when dW,
+    then dX's blocks (written over them), use them. A large batch is split across the cores as in
+    ``conv2d_forward``: each part adds its images' share of dW and db, and writes its images' dX.
     """
-    batch, channels = input_shape[:2]
+    batch, channels = input.shape[:2]
     out_channels, groups, (kernel_h, kernel_w) = weight.shape[0], geometry.groups, geometry.kernel
-    rows, per_image, per_group = cols.shape[0], geometry.out_size[0] * geometry.out_size[1], channels // groups
+    per_image, per_group = geometry.out_size[0] * geometry.out_size[1], channels // groups
+    cols_width = kernel_h * kernel_w * per_group
+    cols_bytes_per_image = per_image * groups * cols_width * input.itemsize
+    per_chunk = max(1, batch) if cols is not None else _images_per_chunk(cols_bytes_per_image)
     # A free view when grad_output is channels-last in memory, as the forward produced it.
-    grad_matrix = channels_last(grad_output).reshape(rows, groups, out_channels // groups)
+    grad_matrix = channels_last(grad_output).reshape(batch * per_image, groups, out_channels // groups)
     # dcols = dY @ W, one (rows, C) block per kernel offset (i, j): contiguous blocks make the
     # col2im adds run along whole rows. weight_offsets[g, i*kw + j] is the (O/g, C/g) matrix W[group g's
     # outputs, :, i, j].
     weight_offsets = np.ascontiguousarray(
         weight.reshape(groups, out_channels // groups, per_group, kernel_h * kernel_w).transpose(0, 3, 1, 2))
-    grad_offsets = cols if overwrite_cols else np.empty(cols.shape, dtype=cols.dtype)
-    grad_input = np.empty((batch, *input_shape[2:], channels), dtype=cols.dtype) if needs_input_grad else None
+    grad_input = np.empty((batch, *input.shape[2:], channels), dtype=input.dtype) if needs_input_grad else None
 
     def backward_part(index: int, images: slice) -> tuple[np.ndarray, np.ndarray | None]:
-        part_rows = slice(images.start * per_image, images.stop * per_image)
-        part_grad = grad_matrix[part_rows]
-        # db = 1.T @ dY: a matrix-vector product (BLAS), several times faster than .sum(axis=0) on rows.
-        part_bias = (matmul(np.ones(part_grad.shape[0], dtype=cols.dtype), part_grad.reshape(-1, out_channels))
-                     if has_bias else None)
-        # dW[g].T = cols[:, g].T @ dY[:, g]: (kh*kw*C/g, O/g), rows ordered (i, j, c) as in im2col.
-        part_weight = matmul(cols[part_rows].transpose(1, 2, 0), part_grad.transpose(1, 0, 2))
-        if grad_input is not None:  # after dW: these blocks may overwrite this part's columns
-            blocks = grad_offsets[part_rows].reshape(kernel_h * kernel_w, -1, groups, per_group)
-            matmul(part_grad.transpose(1, 0, 2)[:, None], weight_offsets, out=blocks.transpose(2, 0, 1, 3))
-            add_windows(blocks.reshape(kernel_h, kernel_w, -1, *geometry.out_size, groups, per_group),
-                        input_shape[2:], geometry.stride, geometry.dilation, geometry.pads,
-                        out=grad_input[images].reshape(-1, *input_shape[2:], groups, per_group))
+        part_workspace = None if workspace is None else workspace.part(index)
+        buffer = cols if cols is not None else empty((per_chunk * per_image, groups, cols_width), input.dtype,
+                                                     part_workspace, "chunk cols")
+        part_weight = part_bias = None
+        for chunk in _chunks(images, per_chunk):
+            rows = slice(chunk.start * per_image, chunk.stop * per_image)
+            grad_rows = grad_matrix[rows]
+            if cols is not None:
+                chunk_cols = cols[rows]
+            else:
+                chunk_cols = im2col(input[chunk], geometry, part_workspace, out=buffer[:rows.stop - rows.start])
+            # dW[g].T = cols[:, g].T @ dY[:, g]: (kh*kw*C/g, O/g), rows ordered (i, j, c) as in im2col.
+            chunk_weight = matmul(chunk_cols.transpose(1, 2, 0), grad_rows.transpose(1, 0, 2))
+            part_weight = chunk_weight if part_weight is None else part_weight + chunk_weight
+            if has_bias:
+                # db = 1.T @ dY: a matrix-vector product (BLAS), several times faster than .sum(axis=0) on rows.
+                chunk_bias = matmul(np.ones(grad_rows.shape[0], dtype=input.dtype),
+                                    grad_rows.reshape(-1, out_channels))
+                part_bias = chunk_bias if part_bias is None else part_bias + chunk_bias
+            if grad_input is not None:  # dW is done with these columns: dX's blocks overwrite them
+                blocks = chunk_cols.reshape(kernel_h * kernel_w, -1, groups, per_group)
+                matmul(grad_rows.transpose(1, 0, 2)[:, None], weight_offsets, out=blocks.transpose(2, 0, 1, 3))
+                add_windows(blocks.reshape(kernel_h, kernel_w, -1, *geometry.out_size, groups, per_group),
+                            input.shape[2:], geometry.stride, geometry.dilation, geometry.pads,
+                            out=grad_input[chunk].reshape(-1, *input.shape[2:], groups, per_group))
+        if part_weight is None:  # an empty part (batch 0)
+            part_weight = np.zeros((groups, cols_width, out_channels // groups), dtype=input.dtype)
+            part_bias = np.zeros(out_channels, dtype=input.dtype) if has_bias else None
         return part_weight, part_bias
 
-    (grad_weight, grad_bias), *other_parts = run_parts(backward_part,
-                                                       batch_parts(batch, cols.size * out_channels // groups))
+    (grad_weight, grad_bias), *other_parts = run_parts(
+        backward_part, batch_parts(batch, batch * per_image * groups * cols_width * out_channels // groups))
     for part_weight, part_bias in other_parts:
         grad_weight = grad_weight + part_weight
         grad_bias = None if grad_bias is None else grad_bias + part_bias
@@ -276,9 +322,8 @@ def conv2d_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarr
                            f"got {list(grad_output.shape)}")
     if grad_output.dtype != input.dtype:
         raise RuntimeError(f"conv2d_backward: grad_output dtype {grad_output.dtype} != input dtype {input.dtype}")
-    grad_input, grad_weight, grad_bias = conv2d_backward_from_cols(
-        grad_output, im2col(batched, geometry), weight, batched.shape, geometry, has_bias, needs_input_grad,
-        overwrite_cols=True)
+    grad_input, grad_weight, grad_bias = conv2d_backward_batched(grad_output, batched, weight, geometry,
+                                                                 has_bias=has_bias, needs_input_grad=needs_input_grad)
     if unbatched and grad_input is not None:
         grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias
@@ -337,17 +382,17 @@ class Conv2d(Module):
         batched, unbatched = _batched(input, weight)
         geometry = conv_geometry(batched.shape, weight.shape, self.stride, self.padding, self.dilation, self.groups)
         output, cols = conv2d_forward(batched, weight, bias, geometry, self._workspace)
-        self.save_for_backward(cols, batched.shape, geometry, unbatched)
+        self.save_for_backward(batched, cols, geometry, unbatched)
         return output[0] if unbatched else output
 
     def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
-        cols, input_shape, geometry, unbatched = self.saved_tensors()
+        input, cols, geometry, unbatched = self.saved_tensors()
         if unbatched:
             grad_output = grad_output[None]
-        # cols lives in this module's workspace, so the backward may overwrite it.
-        grad_input, grad_weight, grad_bias = conv2d_backward_from_cols(
-            grad_output, cols, self.weight.data, input_shape, geometry, has_bias=self.bias is not None,
-            needs_input_grad=needs_input_grad, overwrite_cols=True)
+        # cols (when the forward kept it) lives in this module's workspace: the backward may overwrite it.
+        grad_input, grad_weight, grad_bias = conv2d_backward_batched(
+            grad_output, input, self.weight.data, geometry, cols, has_bias=self.bias is not None,
+            needs_input_grad=needs_input_grad, workspace=self._workspace)
         self.weight.accumulate_grad(grad_weight)
         if self.bias is not None:
             self.bias.accumulate_grad(grad_bias)
