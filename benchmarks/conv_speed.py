@@ -17,6 +17,12 @@ work, torch's two OpenMP threads (which wait for each other at every parallel re
 far more than tinynn, whose small products run on one thread (``tinynn.nn._blas``): compare the
 "best blocks" figures, and note the load average, before reading much into a ratio.
 
+Allocator: everything is timed twice, first with glibc's malloc as it comes, then with its
+adaptive thresholds fixed (``environment.steady_malloc``). As it comes, torch's steps here take
+hundreds (W2) to twelve thousand (W3) page faults each, depending on what the process allocated
+before, and up to twice their fault-free time; the second pair of figures compares the two
+libraries' own work. Page faults per step are reported beside each timing.
+
 Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python -m benchmarks.conv_speed``
 (those two variables slow NumPy's OpenBLAS on the project's machines; ``--quick`` for a smoke run).
 The functions are importable for the general ``python -m benchmarks`` harness.
@@ -29,6 +35,7 @@ import ctypes
 import glob
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -200,16 +207,25 @@ def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle
         tinynn_step()
         torch_step()
     times: dict[str, list[float]] = {"tinynn": [], "torch": []}
+    faults = {"tinynn": 0, "torch": 0}
     order = [("tinynn", tinynn_step), ("torch", torch_step)]
     for round_index in range(rounds):
         for name, step in order if round_index % 2 == 0 else order[::-1]:
             if settle_s:
                 time.sleep(settle_s)
-            step()  # one untimed step after the pause: caches and the allocator warm again
+            # Untimed steps for 50 ms after the pause: a core that slept takes a few milliseconds to
+            # come back to speed (tinynn's first two wide-conv steps after a 0.25 s sleep took up to
+            # twice as long, on both threads), and the caches refill.
+            warm_until = time.perf_counter() + 0.05
+            step()
+            while time.perf_counter() < warm_until:
+                step()
+            faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             for _ in range(steps):
                 step()
             times[name].append((time.perf_counter() - start) / steps)
+            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
     ratios = [a / b for a, b in zip(times["tinynn"], times["torch"])]
     return {
         "tinynn_s": statistics.median(times["tinynn"]), "torch_s": statistics.median(times["torch"]),
@@ -218,6 +234,9 @@ def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle
         "tinynn_best_s": min(times["tinynn"]), "torch_best_s": min(times["torch"]),
         "ratio_of_best": min(times["tinynn"]) / min(times["torch"]),
         "steps_per_block": steps, "rounds": rounds, "settle_s": settle_s,
+        # Page faults in a step are time spent in the kernel, and a sign of the allocator's state.
+        "tinynn_faults_per_step": faults["tinynn"] / (steps * rounds),
+        "torch_faults_per_step": faults["torch"] / (steps * rounds),
     }
 
 
@@ -264,22 +283,37 @@ def epoch_memory(framework: str, samples: int = 50_000, batch: int = 64) -> dict
 
 
 # ------------------------------------------------------------------------------------ main
+ALLOCATORS = ("default", "steady")
+
+
 def run(quick: bool = False, settle_s: float = 0.25, memory: bool = True) -> dict[str, Any]:
+    """W2 and W3 timed twice: with glibc malloc as it comes, then with its thresholds fixed
+    (``environment.steady_malloc``, which cannot be undone in a process, hence the order)."""
     import torch
+
+    from benchmarks.environment import steady_malloc
 
     torch.manual_seed(0)
     results: dict[str, Any] = {"blas": blas_info(), "load_average_before": os.getloadavg()[0]}
-    steps, rounds = (10, 3) if quick else (20, 31)
-    tutorial = tutorial_step_tinynn(), tutorial_step_torch()
-    results["tutorial_step"] = compare(*tutorial, steps, rounds, settle_s)
-    if settle_s:
-        results["tutorial_step_back_to_back"] = compare(*tutorial, steps, rounds, 0.0)
-    results["wide_conv"] = compare(wide_conv_tinynn(), wide_conv_torch(), max(steps // 10, 2), rounds, settle_s)
+    steps, wide_steps, rounds = (10, 2, 3) if quick else (20, 5, 31)
+    for allocator in ALLOCATORS:
+        if allocator == "steady":
+            results["malloc"] = steady_malloc()
+        results[allocator] = {
+            "tutorial_step": compare(tutorial_step_tinynn(), tutorial_step_torch(), steps, rounds, settle_s),
+            "wide_conv": compare(wide_conv_tinynn(), wide_conv_torch(), wide_steps, rounds, settle_s),
+        }
     results["load_average_after"] = os.getloadavg()[0]
     if memory:
         samples = 5_000 if quick else 50_000
         results["epoch_memory"] = {name: epoch_memory(name, samples) for name in ("tinynn", "torch")}
     return results
+
+
+def _ratios(timing: dict[str, Any]) -> str:
+    return (f"time ratio tinynn/torch {timing['ratio']:.2f} (rounds {timing['ratio_min']:.2f}-"
+            f"{timing['ratio_max']:.2f}); ratio of the best blocks {timing['ratio_of_best']:.2f}; page faults per "
+            f"step {timing['tinynn_faults_per_step']:.0f} vs {timing['torch_faults_per_step']:.0f}")
 
 
 def report(results: dict[str, Any]) -> str:
@@ -288,19 +322,18 @@ def report(results: dict[str, Any]) -> str:
              f"core {blas.get('openblas_core', '?')}, {blas.get('openblas_threads', '?')} threads), "
              f"torch {blas['torch']} ({blas['torch_threads']} threads), {blas['cpus']} CPUs; load average "
              f"{results['load_average_before']:.1f} before the timings, {results['load_average_after']:.1f} after"]
-    for key in ("tutorial_step", "tutorial_step_back_to_back"):
-        if key in results:
-            step = results[key]
-            lines.append(f"W2 tutorial CNN train step (settle {step['settle_s']} s): tinynn {1 / step['tinynn_s']:.0f} "
-                         f"steps/s, torch {1 / step['torch_s']:.0f} steps/s, time ratio tinynn/torch "
-                         f"{step['ratio']:.2f} (rounds {step['ratio_min']:.2f}-{step['ratio_max']:.2f}); best blocks "
-                         f"{1 / step['tinynn_best_s']:.0f} vs {1 / step['torch_best_s']:.0f} steps/s, "
-                         f"ratio {step['ratio_of_best']:.2f}")
-    wide = results["wide_conv"]
-    lines.append(f"W3 wide conv fwd+bwd: tinynn {wide['tinynn_s'] * 1e3:.1f} ms, torch {wide['torch_s'] * 1e3:.1f} ms, "
-                 f"ratio {wide['ratio']:.2f} (rounds {wide['ratio_min']:.2f}-{wide['ratio_max']:.2f}); best blocks "
-                 f"{wide['tinynn_best_s'] * 1e3:.1f} vs {wide['torch_best_s'] * 1e3:.1f} ms, "
-                 f"ratio {wide['ratio_of_best']:.2f}")
+    for allocator in ALLOCATORS:
+        if allocator == "default":
+            lines.append("glibc malloc as it comes (adaptive thresholds):")
+        elif results["malloc"]["steady_malloc"]:
+            lines.append("glibc malloc thresholds fixed (environment.steady_malloc):")
+        else:
+            lines.append("steady_malloc unavailable here: the allocator was left as it comes:")
+        step, wide = results[allocator]["tutorial_step"], results[allocator]["wide_conv"]
+        lines.append(f"  W2 tutorial CNN train step: tinynn {1 / step['tinynn_s']:.0f} steps/s, torch "
+                     f"{1 / step['torch_s']:.0f} steps/s, {_ratios(step)}")
+        lines.append(f"  W3 wide conv fwd+bwd: tinynn {wide['tinynn_s'] * 1e3:.1f} ms, torch "
+                     f"{wide['torch_s'] * 1e3:.1f} ms, {_ratios(wide)}")
     for name, memory in results.get("epoch_memory", {}).items():
         lines.append(f"epoch peak RSS growth {name}: {memory['growth_mib']:.1f} MiB "
                      f"(baseline {memory['baseline_mib']:.0f} MiB, epoch {memory['epoch_s']:.1f} s)")
