@@ -13,6 +13,7 @@ The window view of a padded ``(N, Hp, Wp, C)`` array has shape ``(N, Ho, Wo, kh,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -105,6 +106,28 @@ def offset_blocks(in_size: Pair, out_size: Pair, kernel: Pair, stride: Pair, dil
             yield i, j, (slice(oh_first, oh_stop), slice(ow_first, ow_stop)), (in_rows, in_cols)
 
 
+@functools.lru_cache(maxsize=256)
+def _phase_adds(in_size: Pair, out_size: Pair, kernel: Pair, stride: Pair, dilation: Pair, pads: Pads
+                ) -> tuple[tuple[Pair, tuple[tuple[int, int, slice, slice, slice, slice], ...]], ...]:
+    """``add_windows``'s plan, the same for every call with this geometry: for each phase of the
+    input, the offsets ``(i, j)`` whose taps land on it, with their output slices and the slices
+    of the phase they add into."""
+    blocks = list(offset_blocks(in_size, out_size, kernel, stride, dilation, pads))
+    plan = []
+    for phase_h in range(stride[0]):
+        for phase_w in range(stride[1]):
+            adds = []
+            for i, j, (out_rows, out_cols), (in_rows, in_cols) in blocks:
+                if in_rows.start % stride[0] != phase_h or in_cols.start % stride[1] != phase_w:
+                    continue
+                first_row, first_col = in_rows.start // stride[0], in_cols.start // stride[1]
+                rows, cols = out_rows.stop - out_rows.start, out_cols.stop - out_cols.start
+                adds.append((i, j, out_rows, out_cols, slice(first_row, first_row + rows),
+                             slice(first_col, first_col + cols)))
+            plan.append(((phase_h, phase_w), tuple(adds)))
+    return tuple(plan)
+
+
 def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, pads: Pads,
                 out: np.ndarray | None = None) -> np.ndarray:
     """col2im: ``dX[n, oh*sh + i*dh - top, ow*sw + j*dw - left, ...] += grad_offsets[i, j, n, oh, ow, ...]``.
@@ -122,20 +145,15 @@ def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation:
     batch, trailing = grad_offsets.shape[2], grad_offsets.shape[5:]
     kernel, out_size = grad_offsets.shape[:2], grad_offsets.shape[3:5]
     grad_input = np.empty((batch, *in_size, *trailing), dtype=grad_offsets.dtype) if out is None else out
-    blocks = list(offset_blocks(in_size, out_size, kernel, stride, dilation, pads))
-    for phase_h in range(stride[0]):
-        for phase_w in range(stride[1]):
-            target = grad_input[:, phase_h::stride[0], phase_w::stride[1]]
-            phase = target if stride == (1, 1) else np.empty(target.shape, dtype=target.dtype)
-            phase.fill(0)
-            for i, j, (out_rows, out_cols), (in_rows, in_cols) in blocks:
-                if in_rows.start % stride[0] != phase_h or in_cols.start % stride[1] != phase_w:
-                    continue
-                block = grad_offsets[i, j, :, out_rows, out_cols]
-                first_row, first_col = in_rows.start // stride[0], in_cols.start // stride[1]
-                phase[:, first_row:first_row + block.shape[1], first_col:first_col + block.shape[2]] += block
-            if phase is not target:
-                target[...] = phase
+    for (phase_h, phase_w), adds in _phase_adds(tuple(in_size), tuple(out_size), tuple(kernel), tuple(stride),
+                                                 tuple(dilation), tuple(pads)):
+        target = grad_input[:, phase_h::stride[0], phase_w::stride[1]]
+        phase = target if stride == (1, 1) else np.empty(target.shape, dtype=target.dtype)
+        phase.fill(0)
+        for i, j, out_rows, out_cols, in_rows, in_cols in adds:
+            phase[:, in_rows, in_cols] += grad_offsets[i, j, :, out_rows, out_cols]
+        if phase is not target:
+            target[...] = phase
     return grad_input
 
 
