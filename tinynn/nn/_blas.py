@@ -50,7 +50,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         return np.matmul(a, b, out=out)
     a_shape = a.shape if a.ndim > 1 else (1, *a.shape)  # a vector is one row, or one column on the right
     b_shape = b.shape if b.ndim > 1 else (*b.shape, 1)
-    batch = math.prod(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    # The larger batch, not the broadcast one (cheaper to find; only a threshold depends on it).
+    batch = max(math.prod(a_shape[:-2]), math.prod(b_shape[:-2]))
     if batch * a_shape[-2] * a_shape[-1] * b_shape[-1] >= SMALL_PRODUCT:
         return np.matmul(a, b, out=out)
     get_threads, set_threads = _THREADS

@@ -62,6 +62,8 @@ def batch_parts(batch: int, work: int) -> list[slice]:
     ``work`` (multiply-adds); a single slice when splitting would not pay, inside a part already,
     or when NumPy's BLAS cannot be held to one thread per part (each part would then start a full
     set of BLAS threads)."""
+    if work < 2 * PART_WORK:  # the common case, decided first: it is on every layer's path
+        return [slice(0, batch)]
     parts = 1
     if can_limit_threads() and not getattr(_local, "inside", False):
         parts = max(1, min(get_num_threads(), batch, work // PART_WORK))

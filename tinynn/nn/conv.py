@@ -15,6 +15,7 @@ a transpose copy. The slow loop version of the same maths is ``_reference.conv2d
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterator
@@ -69,7 +70,28 @@ def conv_geometry(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], s
     """Check a conv2d call as torch does (same messages) and normalise its arguments.
 
     ``input_shape`` is 4-D (batched). Output size per dim: ``(H + pads - d*(k-1) - 1) // s + 1``.
+    A layer calls this with the same arguments at every step, so answers are cached when the
+    arguments are plain ints, tuples of ints or strings (True == 1 and 1.0 == 1 as cache keys, but
+    not as arguments: anything else is checked every time).
     """
+    args = (tuple(input_shape), tuple(weight_shape), stride, padding, dilation, groups,
+            None if bias_shape is None else tuple(bias_shape))
+    if all(_plain(value) for value in (stride, padding, dilation, groups)):
+        return _cached_conv_geometry(*args)
+    return _conv_geometry(*args)
+
+
+def _plain(value: Any) -> bool:
+    return type(value) in (int, str) or (type(value) is tuple and all(type(v) is int for v in value))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_conv_geometry(*args: Any) -> ConvGeometry:
+    return _conv_geometry(*args)
+
+
+def _conv_geometry(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: Any, padding: Any,
+                   dilation: Any, groups: int, bias_shape: tuple[int, ...] | None = None) -> ConvGeometry:
     stride, dilation = _conv_pair(stride, "stride"), _conv_pair(dilation, "dilation")
     if len(weight_shape) != 4:
         raise RuntimeError(f"conv2d: expected a 4-D weight (out_channels, in_channels/groups, kH, kW), "
@@ -170,6 +192,9 @@ def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
 
 def _chunks(images: slice, per_chunk: int) -> Iterator[slice]:
     """``images`` in chunks of at most ``per_chunk``, as even as possible (no small last chunk)."""
+    if images.stop - images.start <= per_chunk:
+        yield images
+        return
     count = max(1, -(-(images.stop - images.start) // per_chunk))
     bounds = [images.start + (images.stop - images.start) * k // count for k in range(count + 1)]
     for start, stop in itertools.pairwise(bounds):
