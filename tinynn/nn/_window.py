@@ -108,23 +108,31 @@ def offset_blocks(in_size: Pair, out_size: Pair, kernel: Pair, stride: Pair, dil
 
 @functools.lru_cache(maxsize=256)
 def _phase_adds(in_size: Pair, out_size: Pair, kernel: Pair, stride: Pair, dilation: Pair, pads: Pads
-                ) -> tuple[tuple[Pair, tuple[tuple[int, int, slice, slice, slice, slice], ...]], ...]:
+                ) -> tuple[tuple[Pair, bool, tuple[tuple[int, int, slice, slice, slice, slice], ...]], ...]:
     """``add_windows``'s plan, the same for every call with this geometry: for each phase of the
     input, the offsets ``(i, j)`` whose taps land on it, with their output slices and the slices
-    of the phase they add into."""
+    of the phase they add into, and whether the first of them covers the whole phase."""
     blocks = list(offset_blocks(in_size, out_size, kernel, stride, dilation, pads))
     plan = []
     for phase_h in range(stride[0]):
         for phase_w in range(stride[1]):
-            adds = []
+            phase_size = (len(range(phase_h, in_size[0], stride[0])), len(range(phase_w, in_size[1], stride[1])))
+            adds: list[tuple[int, int, slice, slice, slice, slice]] = []
+            whole = False
             for i, j, (out_rows, out_cols), (in_rows, in_cols) in blocks:
                 if in_rows.start % stride[0] != phase_h or in_cols.start % stride[1] != phase_w:
                     continue
                 first_row, first_col = in_rows.start // stride[0], in_cols.start // stride[1]
                 rows, cols = out_rows.stop - out_rows.start, out_cols.stop - out_cols.start
-                adds.append((i, j, out_rows, out_cols, slice(first_row, first_row + rows),
-                             slice(first_col, first_col + cols)))
-            plan.append(((phase_h, phase_w), tuple(adds)))
+                add = (i, j, out_rows, out_cols, slice(first_row, first_row + rows), slice(first_col, first_col + cols))
+                # A block covering the whole phase goes first: it is copied in, saving the pass that
+                # zeroes the phase (in a 'same' or stride-2 layer every phase has one).
+                if not whole and (first_row, first_col) == (0, 0) and (rows, cols) == phase_size:
+                    adds.insert(0, add)
+                    whole = True
+                else:
+                    adds.append(add)
+            plan.append(((phase_h, phase_w), whole, tuple(adds)))
     return tuple(plan)
 
 
@@ -145,12 +153,20 @@ def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation:
     batch, trailing = grad_offsets.shape[2], grad_offsets.shape[5:]
     kernel, out_size = grad_offsets.shape[:2], grad_offsets.shape[3:5]
     grad_input = np.empty((batch, *in_size, *trailing), dtype=grad_offsets.dtype) if out is None else out
-    for (phase_h, phase_w), adds in _phase_adds(tuple(in_size), tuple(out_size), tuple(kernel), tuple(stride),
-                                                 tuple(dilation), tuple(pads)):
+    for (phase_h, phase_w), whole, adds in _phase_adds(tuple(in_size), tuple(out_size), tuple(kernel),
+                                                        tuple(stride), tuple(dilation), tuple(pads)):
         target = grad_input[:, phase_h::stride[0], phase_w::stride[1]]
+        if whole and len(adds) == 1:  # one block makes up the phase: copied straight in
+            i, j, out_rows, out_cols, _, _ = adds[0]
+            target[...] = grad_offsets[i, j, :, out_rows, out_cols]
+            continue
         phase = target if stride == (1, 1) else np.empty(target.shape, dtype=target.dtype)
-        phase.fill(0)
-        for i, j, out_rows, out_cols, in_rows, in_cols in adds:
+        if whole:
+            i, j, out_rows, out_cols, _, _ = adds[0]
+            phase[...] = grad_offsets[i, j, :, out_rows, out_cols]
+        else:
+            phase.fill(0)
+        for i, j, out_rows, out_cols, in_rows, in_cols in adds[1 if whole else 0:]:
             phase[:, in_rows, in_cols] += grad_offsets[i, j, :, out_rows, out_cols]
         if phase is not target:
             target[...] = phase
