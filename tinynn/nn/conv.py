@@ -157,7 +157,7 @@ def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | Non
     """Columns of a batched ``(N, C, H, W)`` input: shape ``(N*Ho*Wo, groups, kh*kw*C/groups)``.
 
     ``cols[n*Ho*Wo + oh*Wo + ow, g, (i*kw + j)*C/g + c] = x_padded[n, g*C/g + c, oh*sh + i*dh, ow*sw + j*dw]``.
-    The window view is free; filling ``cols`` (``out`` if given, C-contiguous) is the one copy.
+    The window view is free; filling ``cols`` (``out`` if given, from ``cols_buffer``) is the one copy.
     """
     batch, channels, height, width = input.shape
     groups, (kernel_h, kernel_w), (out_h, out_w) = geometry.groups, geometry.kernel, geometry.out_size
@@ -168,9 +168,16 @@ def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | Non
     else:
         padded = channels_last(input)
     per_group = channels // groups
-    cols_shape = (batch, out_h, out_w, groups, kernel_h, kernel_w, per_group)
-    cols = empty(cols_shape, input.dtype, workspace, "cols") if out is None else out.reshape(cols_shape)
+    rows = batch * out_h * out_w
+    if out is None:
+        out = cols_buffer(rows, channels, geometry, input.dtype, workspace, "cols")
     view = windows(padded, geometry.kernel, geometry.stride, geometry.dilation, geometry.out_size)
+    if channels == 1:  # stored transposed (see cols_buffer): one row of taps per kernel offset
+        taps = out[:, 0, :].T.reshape(kernel_h, kernel_w, batch, out_h, out_w)
+        assert taps.size == 0 or np.may_share_memory(taps, out), "cols_buffer's layout"  # a view, not a copy
+        np.copyto(taps, view[..., 0].transpose(3, 4, 0, 1, 2))
+        return out
+    cols = out.reshape(batch, out_h, out_w, groups, kernel_h, kernel_w, per_group)
     if kernel_w * per_group >= out_w:
         # One copy of the whole window view; its innermost contiguous run is a window row (kw*C values).
         np.copyto(cols, view.reshape(*view.shape[:5], groups, per_group).transpose(0, 1, 2, 5, 3, 4, 6))
@@ -180,7 +187,23 @@ def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | Non
         for i in range(kernel_h):
             for j in range(kernel_w):
                 np.copyto(cols[:, :, :, :, i, j], view[:, :, :, i, j].reshape(batch, out_h, out_w, groups, per_group))
-    return cols.reshape(batch * out_h * out_w, groups, kernel_h * kernel_w * per_group)
+    return out
+
+
+def cols_buffer(rows: int, channels: int, geometry: ConvGeometry, dtype: np.dtype, workspace: Workspace | None,
+                name: str) -> np.ndarray:
+    """Uninitialised memory for ``im2col``'s ``(rows, groups, kh*kw*C/groups)`` columns.
+
+    With one input channel (a grayscale first layer) a row holds only kh*kw taps, too short for
+    NumPy's copy loops: the memory is then laid out transposed, ``(kh*kw, rows)``, so that each
+    kernel offset's taps are one contiguous run, and the ``(rows, 1, kh*kw)`` array returned is a
+    transposed view of it, which BLAS reads as well as the other layout.
+    """
+    groups, (kernel_h, kernel_w) = geometry.groups, geometry.kernel
+    width = kernel_h * kernel_w * (channels // groups)
+    if channels == 1:
+        return empty((width, rows), dtype, workspace, name).T[:, None, :]
+    return empty((rows, groups, width), dtype, workspace, name)
 
 
 def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
@@ -219,7 +242,8 @@ def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
     per_image = geometry.out_size[0] * out_w
     per_group = weight[0].size  # kh*kw*C/g columns
     keep = batch * per_image * groups * per_group * input.itemsize <= CHUNK_BYTES
-    cols = empty((batch * per_image, groups, per_group), input.dtype, workspace, "cols") if keep else None
+    channels = input.shape[1]
+    cols = cols_buffer(batch * per_image, channels, geometry, input.dtype, workspace, "cols") if keep else None
     per_chunk = max(1, batch) if keep else _images_per_chunk(per_image * groups * per_group * input.itemsize)
     output = np.empty((batch * per_image, groups, out_channels // groups), dtype=input.dtype)
     weight_t = _weight_matrix(weight, groups).transpose(0, 2, 1)
@@ -228,8 +252,8 @@ def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
 
     def forward_part(index: int, images: slice) -> None:
         part_workspace = None if workspace is None else workspace.part(index)
-        buffer = cols if keep else empty((per_chunk * per_image, groups, per_group), input.dtype, part_workspace,
-                                         "chunk cols")
+        buffer = cols if keep else cols_buffer(per_chunk * per_image, channels, geometry, input.dtype,
+                                               part_workspace, "chunk cols")
         for chunk in _chunks(images, per_chunk):
             rows = slice(chunk.start * per_image, chunk.stop * per_image)
             chunk_cols = im2col(input[chunk], geometry, part_workspace,
@@ -287,8 +311,8 @@ def conv2d_backward_batched(grad_output: np.ndarray, input: np.ndarray, weight: 
 
     def backward_part(index: int, images: slice) -> tuple[np.ndarray, np.ndarray | None]:
         part_workspace = None if workspace is None else workspace.part(index)
-        buffer = cols if cols is not None else empty((per_chunk * per_image, groups, cols_width), input.dtype,
-                                                     part_workspace, "chunk cols")
+        buffer = cols if cols is not None else cols_buffer(per_chunk * per_image, channels, geometry, input.dtype,
+                                                           part_workspace, "chunk cols")
         part_weight = part_bias = None
         for chunk in _chunks(images, per_chunk):
             rows = slice(chunk.start * per_image, chunk.stop * per_image)
@@ -306,6 +330,7 @@ def conv2d_backward_batched(grad_output: np.ndarray, input: np.ndarray, weight: 
                                     grad_rows.reshape(-1, out_channels))
                 part_bias = chunk_bias if part_bias is None else part_bias + chunk_bias
             if grad_input is not None:  # dW is done with these columns: dX's blocks overwrite them
+                # (a copy instead, for one input channel's transposed columns: reshape cannot view them)
                 blocks = chunk_cols.reshape(kernel_h * kernel_w, -1, groups, per_group)
                 matmul(grad_rows.transpose(1, 0, 2)[:, None], weight_offsets, out=blocks.transpose(2, 0, 1, 3))
                 add_windows(blocks.reshape(kernel_h, kernel_w, -1, *geometry.out_size, groups, per_group),
