@@ -264,7 +264,15 @@ def adaptive_avg_pool2d(input: np.ndarray, output_size: Any) -> np.ndarray:
     The bins are a product of row bins and column bins, so the rows are averaged first, then the columns.
     """
     batched, unbatched, (out_h, out_w) = _adaptive_args(input, output_size)
-    height, width = batched.shape[2:]
+    batch, channels, height, width = batched.shape
+    if out_h and out_w and height % out_h == 0 and width % out_w == 0:
+        # Sizes that divide: the bins tile the input (the tutorial's AdaptiveAvgPool2d(1) is one
+        # bin), so each direction is one reduction over a reshaped view; rows first, then columns,
+        # as below, so both paths (and every memory layout) add in the same order.
+        bin_h, bin_w = height // out_h, width // out_w
+        rows = channels_last(batched).reshape(batch, out_h, bin_h, width, channels).sum(axis=2) / bin_h
+        means = rows.reshape(batch, out_h, out_w, bin_w, channels).sum(axis=3) / bin_w
+        return _unbatch(as_nchw(means), unbatched)
     rows = _average_bins(channels_last(batched), 1, adaptive_bins(height, out_h))
     return _unbatch(as_nchw(_average_bins(rows, 2, adaptive_bins(width, out_w))), unbatched)
 
@@ -281,6 +289,13 @@ def adaptive_avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray) -> 
         raise RuntimeError(f"adaptive_avg_pool2d_backward: grad_output of size {list(grad_output.shape)} does not "
                            f"match input of size {list(batched.shape)}")
     out_h, out_w = grad_output.shape[2:]
+    if out_h and out_w and height % out_h == 0 and width % out_w == 0:
+        # Tiling bins: each pixel gets its one bin's dY / bin_w / bin_h (divided in that order, as above).
+        bin_h, bin_w = height // out_h, width // out_w
+        share = channels_last(grad_output)[:, :, None, :, None, :] / bin_w / bin_h
+        grad_input = np.empty((batch, out_h, bin_h, out_w, bin_w, channels), grad_output.dtype)
+        grad_input[...] = share
+        return _unbatch(as_nchw(grad_input.reshape(batch, height, width, channels)), unbatched)
     grad_rows = _spread_bins(channels_last(grad_output), 2, adaptive_bins(width, out_w), width)
     return _unbatch(as_nchw(_spread_bins(grad_rows, 1, adaptive_bins(height, out_h), height)), unbatched)
 
