@@ -98,6 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, help="seconds to let one CPU library's spinning threads park "
                         "before the other is timed (default: the preset's)")
     parser.add_argument("--no-cuda", action="store_true", help="leave the GPU out even when torch sees one")
+    parser.add_argument("--steady-malloc", action="store_true",
+                        help="fix glibc malloc's adaptive thresholds first (environment.steady_malloc), so that "
+                             "neither library's timings include page faults that depend on the other's allocations")
     parser.add_argument("--note", action="append", default=[], help="a line for results.md (repeatable)")
     args = parser.parse_args(argv)
     unknown = set(args.sections.split(",")) - set(SECTIONS)
@@ -114,9 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     sections = [section for section in SECTIONS if section in args.sections.split(",")]
     import torch
 
+    import tinynn
+
+    malloc = environment.steady_malloc() if args.steady_malloc else {"steady_malloc": False}
     threads = args.threads or environment.usable_cores()
     torch.set_num_threads(threads)
+    tinynn.set_num_threads(threads)
     info = environment.collect(ROOT)
+    info["malloc"] = malloc
     machine = args.machine or environment.default_machine_slug(info)
     out = args.out or ROOT / "benchmarks" / "out" / machine
     out.mkdir(parents=True, exist_ok=True)

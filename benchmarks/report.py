@@ -63,6 +63,8 @@ def _machine_section(results: dict[str, Any]) -> list[str]:
         ["other thread/data variables", others],
         ["load average (1, 5, 15 min)", load],
         ["Python, platform", f"{info['python']}, {info['platform']}"],
+        ["glibc malloc", "thresholds fixed (--steady-malloc)" if info.get("malloc", {}).get("steady_malloc")
+         else "as it comes (adaptive thresholds; torch's steps may take page faults, see conv_speed)"],
     ]
     if "pipelines" in results:
         rows.append(["pipeline data", results["pipelines"]["data"]])
