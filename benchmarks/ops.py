@@ -102,6 +102,12 @@ class _Prepared:
             self.layer = case.make(tinynn.nn)
             self.layer.load_state_dict(torch_layer.state_dict())
             self.input, self.target, self.grad_output = data, target, grad_output
+            if not case.is_loss:
+                # dY in the memory layout of the layer's own output (channels-last for a conv), as the
+                # element-wise op after it would pass it back; torch's is in its output's layout too.
+                with tinynn.no_grad():
+                    self.grad_output = np.empty_like(self.layer(data))
+                self.grad_output[...] = grad_output
         self.output: Any = None
 
     def forward(self) -> Any:

@@ -138,14 +138,34 @@ class Stats:
 _last_cpu_run = {"framework": "", "ended": 0.0}
 
 
-def _settle(framework: Framework, settle_seconds: float) -> None:
-    """Sleep until the other CPU library's threads have stopped spinning (a GPU run needs no wait)."""
+# Untimed calls after a pause. Cores that slept come back slowly and with cold caches (other work
+# on the host ran meanwhile): measured here, tinynn's wide convolution took up to twice its time in
+# the first two calls after a 0.25 s sleep, torch's about 10% more; a call or two timed right after
+# the pause would measure that, not the op.
+REWARM_SECONDS = 0.05
+
+
+def _settle(framework: Framework, settle_seconds: float) -> bool:
+    """Sleep until the other CPU library's threads have stopped spinning (a GPU run needs no wait);
+    True if it slept."""
     last = _last_cpu_run["framework"]
     if framework.is_cuda or not last or last == framework.name:
-        return
+        return False
     remaining = settle_seconds - (time.perf_counter() - float(_last_cpu_run["ended"]))
     if remaining > 0:
         time.sleep(remaining)
+    return remaining > 0
+
+
+def _rewarm(runner: Runner) -> None:
+    """Untimed calls for ``REWARM_SECONDS`` (at least one), after a pause."""
+    end = time.perf_counter() + REWARM_SECONDS
+    while True:
+        if runner.prepare is not None:
+            runner.prepare()
+        runner.step()
+        if time.perf_counter() >= end:
+            break
 
 
 def _record_run(framework: Framework) -> None:
@@ -191,7 +211,8 @@ def measure(runners: list[Runner], reps: int, warmup: int = 1, min_rep_seconds: 
                     runner.prepare()
                 runner.step()
             if min_rep_seconds > 0:
-                _settle(runner.framework, settle_seconds)
+                if _settle(runner.framework, settle_seconds):
+                    _rewarm(runner)
                 once = _time_calls(runner, 1)
                 calls[runner.framework.name] = max(1, min(max_calls, math.ceil(min_rep_seconds / max(once, 1e-9))))
             _record_run(runner.framework)
@@ -201,7 +222,8 @@ def measure(runners: list[Runner], reps: int, warmup: int = 1, min_rep_seconds: 
         for runner in runners[shift:] + runners[:shift]:
             name = runner.framework.name
             with runner.framework.active():
-                _settle(runner.framework, settle_seconds)
+                if _settle(runner.framework, settle_seconds):
+                    _rewarm(runner)
                 samples[name].append(_time_calls(runner, calls[name]))
                 _record_run(runner.framework)
     return {name: Stats.from_samples(values, calls[name]) for name, values in samples.items()}
