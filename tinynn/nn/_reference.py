@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from tinynn.nn._conv_args import conv_geometry
 from tinynn.nn._window import pool_geometry
-from tinynn.nn.conv import conv_geometry
 from tinynn.nn.pooling import adaptive_bins
 
 

@@ -11,31 +11,35 @@ input channel)) a convolution is one matrix product per group::
 Activations are kept channels-last in memory (see ``_window``): the output is the
 ``(N*Ho*Wo, O)`` matrix product viewed as ``(N, O, Ho, Wo)``, so the next layer reads it without
 a transpose copy. The slow loop version of the same maths is ``_reference.conv2d_reference``.
+
+A large layer does the same work in pieces: its batch is split across the cores, one thread per
+part (``_parallel``), and each part builds its columns one cache-sized chunk of images at a time,
+building them again in the backward rather than keeping them (``CHUNK_BYTES``). A small layer
+(the tutorial's) runs in one piece and keeps its columns for the backward's dW.
+Argument checking (torch's messages) and the output size are in ``_conv_args``.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from tinynn._dtype import as_float_dtype, torch_name
+from tinynn._dtype import as_float_dtype
 from tinynn.nn import init
 from tinynn.nn._blas import matmul
+from tinynn.nn._conv_args import ConvGeometry, as_batched, conv_geometry, conv_pair
 from tinynn.nn._parallel import batch_parts, run_parts
 from tinynn.nn._window import (
-    Pads,
     Workspace,
     add_windows,
     as_nchw,
     channels_last,
     empty,
     pad_channels_last,
-    pair,
     windows,
 )
 from tinynn.nn.module import Module
@@ -46,110 +50,6 @@ from tinynn.nn.parameter import Parameter
 # columns would go out to memory and back; rebuilding them in the backward costs less than that.
 # A batch whose columns fit in one chunk keeps them from forward to backward.
 CHUNK_BYTES = 1 << 23
-
-
-class ConvGeometry(NamedTuple):
-    """Normalised arguments of one convolution; ``pads`` are (top, bottom, left, right)."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    pads: Pads
-    dilation: tuple[int, int]
-    groups: int
-    out_size: tuple[int, int]
-
-
-def _conv_pair(value: Any, name: str) -> tuple[int, int]:
-    shown = list(value) if isinstance(value, (tuple, list)) else value
-    return pair(value, f"expected {name} to be a single integer value or a list of 2 values to match the "
-                       f"convolution dimensions, but got {name}={shown}")
-
-
-def conv_geometry(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: Any, padding: Any,
-                  dilation: Any, groups: int, bias_shape: tuple[int, ...] | None = None) -> ConvGeometry:
-    """Check a conv2d call as torch does (same messages) and normalise its arguments.
-
-    ``input_shape`` is 4-D (batched). Output size per dim: ``(H + pads - d*(k-1) - 1) // s + 1``.
-    A layer calls this with the same arguments at every step, so answers are cached when the
-    arguments are plain ints, tuples of ints or strings (True == 1 and 1.0 == 1 as cache keys, but
-    not as arguments: anything else is checked every time).
-    """
-    args = (tuple(input_shape), tuple(weight_shape), stride, padding, dilation, groups,
-            None if bias_shape is None else tuple(bias_shape))
-    if all(_plain(value) for value in (stride, padding, dilation, groups)):
-        return _cached_conv_geometry(*args)
-    return _conv_geometry(*args)
-
-
-def _plain(value: Any) -> bool:
-    return type(value) in (int, str) or (type(value) is tuple and all(type(v) is int for v in value))
-
-
-@functools.lru_cache(maxsize=1024)
-def _cached_conv_geometry(*args: Any) -> ConvGeometry:
-    return _conv_geometry(*args)
-
-
-def _conv_geometry(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: Any, padding: Any,
-                   dilation: Any, groups: int, bias_shape: tuple[int, ...] | None = None) -> ConvGeometry:
-    stride, dilation = _conv_pair(stride, "stride"), _conv_pair(dilation, "dilation")
-    if len(weight_shape) != 4:
-        raise RuntimeError(f"conv2d: expected a 4-D weight (out_channels, in_channels/groups, kH, kW), "
-                           f"got weight of size {list(weight_shape)}")
-    kernel = (int(weight_shape[2]), int(weight_shape[3]))
-    if isinstance(padding, str):
-        if padding not in ("same", "valid"):
-            raise RuntimeError(f"Invalid padding string: {padding!r}, should be one of {{'valid', 'same'}}")
-        if padding == "same" and any(s != 1 for s in stride):
-            raise RuntimeError("padding='same' is not supported for strided convolutions")
-        # torch pads 'same' by d*(k-1) in all, the odd one extra at the bottom/right.
-        total = [d * (k - 1) if padding == "same" else 0 for d, k in zip(dilation, kernel)]
-        pads = (total[0] // 2, total[0] - total[0] // 2, total[1] // 2, total[1] - total[1] // 2)
-    else:
-        pad_h, pad_w = _conv_pair(padding, "padding")
-        pads = (pad_h, pad_h, pad_w, pad_w)
-    if any(p < 0 for p in pads):
-        raise RuntimeError("negative padding is not supported")
-    if any(s <= 0 for s in stride):
-        raise RuntimeError(f"non-positive stride is not supported, got stride={list(stride)}")
-    if any(d <= 0 for d in dilation):
-        raise RuntimeError(f"dilation should be greater than zero, but got dilation={list(dilation)}")
-    if not isinstance(groups, (int, np.integer)) or groups <= 0:
-        raise RuntimeError(f"non-positive groups is not supported, got groups={groups}")
-    groups = int(groups)
-    if weight_shape[0] < groups or weight_shape[0] % groups:
-        raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-                           f"but got weight of size {list(weight_shape)} instead")
-    if input_shape[1] != weight_shape[1] * groups:
-        raise RuntimeError(
-            f"Given groups={groups}, weight of size {list(weight_shape)}, expected input{list(input_shape)} to "
-            f"have {weight_shape[1] * groups} channels, but got {input_shape[1]} channels instead"
-        )
-    if bias_shape is not None and tuple(bias_shape) != (weight_shape[0],):
-        raise RuntimeError(f"Given weight of size {list(weight_shape)}, expected bias to be 1-dimensional with "
-                           f"{weight_shape[0]} elements, but got bias of size {list(bias_shape)} instead")
-    padded = (input_shape[2] + pads[0] + pads[1], input_shape[3] + pads[2] + pads[3])
-    dilated = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
-    if padded[0] < dilated[0] or padded[1] < dilated[1]:
-        raise RuntimeError(
-            f"Calculated padded input size per channel: ({padded[0]} x {padded[1]}). Kernel size: "
-            f"({dilated[0]} x {dilated[1]}). Kernel size can't be greater than actual input size"
-        )
-    out_size = ((padded[0] - dilated[0]) // stride[0] + 1, (padded[1] - dilated[1]) // stride[1] + 1)
-    return ConvGeometry(kernel, stride, pads, dilation, groups, out_size)
-
-
-def _batched(input: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Accept 3-D (unbatched) input as torch does; return the 4-D view and whether it was 3-D."""
-    if input.ndim not in (3, 4):
-        raise RuntimeError(f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: "
-                           f"{list(input.shape)}")
-    if input.dtype.kind != "f":
-        raise TypeError(f"conv2d: expected a floating-point input, got {input.dtype}")
-    if weight.dtype != input.dtype:
-        raise RuntimeError(f"expected scalar type {torch_name(input.dtype)} but found {torch_name(weight.dtype)} "
-                           "(conv2d: input and weight must have the same dtype)")
-    return (input[None], True) if input.ndim == 3 else (input, False)
 
 
 def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | None = None,
@@ -274,7 +174,7 @@ def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
     Shapes: input (N, C, H, W) or (C, H, W), weight (O, C/groups, kh, kw), bias (O,) ->
     output (N, O, Ho, Wo), stored channels-last. ``padding`` may be an int, a pair, 'valid' or 'same'.
     """
-    batched, unbatched = _batched(input, weight)
+    batched, unbatched = as_batched(input, weight)
     geometry = conv_geometry(batched.shape, weight.shape, stride, padding, dilation, groups,
                              None if bias is None else bias.shape)
     if bias is not None and bias.dtype != input.dtype:
@@ -362,7 +262,7 @@ def conv2d_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarr
     ``db = dY.sum(0)``, ``dX = col2im(dY @ W)``. ``grad_input`` is None when ``needs_input_grad``
     is False (the work is skipped), ``grad_bias`` when ``has_bias`` is False.
     """
-    batched, unbatched = _batched(input, weight)
+    batched, unbatched = as_batched(input, weight)
     if unbatched:
         grad_output = grad_output[None]
     geometry = conv_geometry(batched.shape, weight.shape, stride, padding, dilation, groups)
@@ -399,7 +299,7 @@ class Conv2d(Module):
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(f"Invalid padding string {padding!r}, should be one of {{'same', 'valid'}}")
-            if padding == "same" and _conv_pair(stride, "stride") != (1, 1):
+            if padding == "same" and conv_pair(stride, "stride") != (1, 1):
                 raise ValueError("padding='same' is not supported for strided convolutions")
         valid_modes = {"zeros", "reflect", "replicate", "circular"}
         if padding_mode not in valid_modes:
@@ -408,10 +308,10 @@ class Conv2d(Module):
             raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not implemented in tinynn; "
                                       "only 'zeros' is")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, int(groups)
-        self.kernel_size = _conv_pair(kernel_size, "kernel_size")
-        self.stride = _conv_pair(stride, "stride")
-        self.padding = padding if isinstance(padding, str) else _conv_pair(padding, "padding")
-        self.dilation = _conv_pair(dilation, "dilation")
+        self.kernel_size = conv_pair(kernel_size, "kernel_size")
+        self.stride = conv_pair(stride, "stride")
+        self.padding = padding if isinstance(padding, str) else conv_pair(padding, "padding")
+        self.dilation = conv_pair(dilation, "dilation")
         self.padding_mode = padding_mode
         float_dtype = as_float_dtype(dtype if dtype is not None else np.float32)
         self.weight = Parameter(np.empty((out_channels, in_channels // groups, *self.kernel_size), dtype=float_dtype))
@@ -429,7 +329,7 @@ class Conv2d(Module):
     def forward(self, input: np.ndarray) -> np.ndarray:
         weight = self.weight.data
         bias = None if self.bias is None else self.bias.data
-        batched, unbatched = _batched(input, weight)
+        batched, unbatched = as_batched(input, weight)
         geometry = conv_geometry(batched.shape, weight.shape, self.stride, self.padding, self.dilation, self.groups)
         output, cols = conv2d_forward(batched, weight, bias, geometry, self._workspace)
         self.save_for_backward(batched, cols, geometry, unbatched)
