@@ -1,8 +1,9 @@
 """``python -m benchmarks``: run everything, write results.json, results.md and the plots.
 
-    python -m benchmarks                    # the full run (about ten minutes on 2 cores)
+    python -m benchmarks                    # the full run (about four minutes on 2 cores)
     python -m benchmarks --quick            # fewer repetitions and points (under two minutes)
     python -m benchmarks --quick --machine nvidia-h100 --out benchmarks/results/nvidia-h100
+    python -m benchmarks --adaptive-malloc  # glibc malloc left as it comes (see environment.steady_malloc)
 
 Committed figures live in ``benchmarks/results/<machine>/``. On a machine whose environment sets
 OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE, measure with them unset (``env -u OPENBLAS_CORETYPE -u
@@ -98,9 +99,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, help="seconds to let one CPU library's spinning threads park "
                         "before the other is timed (default: the preset's)")
     parser.add_argument("--no-cuda", action="store_true", help="leave the GPU out even when torch sees one")
-    parser.add_argument("--steady-malloc", action="store_true",
-                        help="fix glibc malloc's adaptive thresholds first (environment.steady_malloc), so that "
-                             "neither library's timings include page faults that depend on the other's allocations")
+    parser.add_argument("--adaptive-malloc", action="store_true",
+                        help="leave glibc malloc's thresholds adaptive; by default they are fixed first "
+                             "(environment.steady_malloc), so that neither library's timings include page faults "
+                             "that depend on what the process allocated before")
     parser.add_argument("--note", action="append", default=[], help="a line for results.md (repeatable)")
     args = parser.parse_args(argv)
     unknown = set(args.sections.split(",")) - set(SECTIONS)
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tinynn
 
-    malloc = environment.steady_malloc() if args.steady_malloc else {"steady_malloc": False}
+    malloc = {"steady_malloc": False} if args.adaptive_malloc else environment.steady_malloc()
     threads = args.threads or environment.usable_cores()
     torch.set_num_threads(threads)
     tinynn.set_num_threads(threads)

@@ -63,8 +63,8 @@ def _machine_section(results: dict[str, Any]) -> list[str]:
         ["other thread/data variables", others],
         ["load average (1, 5, 15 min)", load],
         ["Python, platform", f"{info['python']}, {info['platform']}"],
-        ["glibc malloc", "thresholds fixed (--steady-malloc)" if info.get("malloc", {}).get("steady_malloc")
-         else "as it comes (adaptive thresholds; torch's steps may take page faults, see conv_speed)"],
+        ["glibc malloc", "thresholds fixed (environment.steady_malloc)" if info.get("malloc", {}).get("steady_malloc")
+         else "as it comes (--adaptive-malloc: steps may take page faults that depend on what ran before)"],
     ]
     if "pipelines" in results:
         rows.append(["pipeline data", results["pipelines"]["data"]])

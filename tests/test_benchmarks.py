@@ -30,7 +30,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, str,
     # Memory runs in subprocesses (slow to start); test_memory_subprocess covers it once.
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("TINYNN_DATA", raising=False)  # synthetic data: no 10 MB gunzip in the smoke run
-        code = cli.main(["--smoke", "--no-cuda", "--out", str(out), "--threads", str(torch.get_num_threads()),
+        code = cli.main(["--smoke", "--no-cuda", "--adaptive-malloc", "--out", str(out),
+                         "--threads", str(torch.get_num_threads()),
                          "--sections", "ops,pipelines,scaling,profile", "--machine", "test-box",
                          "--note", "smoke test"])
     results = json.loads((out / "results.json").read_text())

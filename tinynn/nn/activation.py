@@ -20,10 +20,11 @@ def relu(input: np.ndarray, inplace: bool = False) -> np.ndarray:
 
     With ``inplace=True`` the result is written into ``input`` and ``input`` is returned.
     """
-    # Against an array of zeros, not the scalar 0: NumPy vectorizes maximum of two arrays but not of
-    # an array and a scalar (3x slower on a 200K-element activation). zeros_like keeps the layout.
-    zeros = np.zeros_like(input)
-    return np.maximum(input, zeros, out=input) if inplace else np.maximum(input, zeros)
+    # A Python 0 keeps the dtype (NumPy 2 treats it as "weak"); ufuncs keep the input's layout.
+    # (NumPy vectorizes maximum of two arrays but not of an array and a scalar, yet an array of zeros
+    # costs an allocation per call, which with glibc's default thresholds often means page faults:
+    # the tutorial CNN's step measured 1.5x slower that way.)
+    return np.maximum(input, 0, out=input) if inplace else np.maximum(input, 0)
 
 
 def relu_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
