@@ -12,6 +12,7 @@ import tinynn
 from parity.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 from tests.helpers import assert_close, check_grad, random_array, random_grad, torch_tensor
 from tinynn.nn import LogSoftmax, ReLU, Softmax
+from tinynn.nn.activation import _ZEROS
 from tinynn.nn.functional import (
     log_softmax,
     log_softmax_backward,
@@ -92,6 +93,22 @@ def test_relu_inplace_writes_into_the_input():
     y = np.array([-1.0, 3.0])
     relu(y)
     np.testing.assert_array_equal(y, [-1.0, 3.0])
+
+
+@pytest.mark.parametrize("layout", ["C", "channels_last", "every_other", "reversed", "broadcast", "0-d", "empty"])
+def test_relu_of_any_layout_matches_maximum_with_zero_and_never_writes_its_shared_zeros(rng, layout):
+    base = rng.standard_normal((3, 4, 5, 6))
+    x = {"C": base, "channels_last": np.ascontiguousarray(base.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2),
+         "every_other": base[:, ::2], "reversed": base[..., ::-1], "broadcast": np.broadcast_to(base[:1], base.shape),
+         "0-d": np.array(-1.5), "empty": base[:0]}[layout]
+    out = relu(x)
+    np.testing.assert_array_equal(out, np.maximum(x, 0.0))
+    assert out.dtype == x.dtype
+    inplace = np.array(x)  # a writable copy of the same values
+    assert relu(inplace, inplace=True) is inplace
+    np.testing.assert_array_equal(inplace, np.maximum(x, 0.0))
+    for buffer in _ZEROS.values():
+        assert not buffer.flags.writeable and not buffer.any()
 
 
 def test_ReLU_module_forward_backward_and_repr(rng):
