@@ -412,6 +412,18 @@ def test_mean_over_zero_total_weight_gives_nan_grads_at_kept_samples_like_torch(
     assert_close(grad, grad_t, rtol=TORCH_F64_RTOL, name="grad")
 
 
+def test_zero_total_weight_with_a_label_smoothing_that_rounds_to_zero_gives_nan_without_a_warning():
+    # Found by the thorough property run: the smoothing term is inf (a sum over a zero total weight)
+    # times a label_smoothing that rounds to 0 in float32, which NumPy warns about; torch gives NaN.
+    x = np.array([0.12573022, -0.13210486, 0.64042264], dtype=np.float32)
+    weight = np.array([2.5, 2.5, 0.0], dtype=np.float32)
+    kwargs = dict(reduction="mean", label_smoothing=3.7251248037459387e-264)
+    expected = F.cross_entropy(torch.from_numpy(x), torch.tensor(2), torch.from_numpy(weight), **kwargs)
+    assert np.isnan(float(expected))
+    loss = cross_entropy(x, np.array(2), weight, **kwargs)  # RuntimeWarnings from tinynn are errors here
+    assert loss.dtype == np.float32 and np.isnan(loss)
+
+
 @pytest.mark.parametrize("fn", [nll_loss, cross_entropy])
 def test_byte_targets_work_for_batched_input_but_not_spatial_like_torch(fn):
     # Found by the property tests: torch's (N, C, d1, ...) kernels refuse uint8 class indices.

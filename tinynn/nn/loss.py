@@ -287,7 +287,10 @@ def _cross_entropy_value(log_probs: np.ndarray, target: Any, weight: np.ndarray 
     if target.kept is not None:
         smooth = np.where(target.kept, smooth, 0)
     smooth = _reduce(smooth, reduction, target.total_weight)
-    return (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
+    # A zero total weight makes smooth +-inf, and a label_smoothing so small that it rounds to 0 in
+    # float32 then gives 0 * inf: NaN, as in torch, without NumPy's warning.
+    with np.errstate(invalid="ignore"):
+        return (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
 
 
 @np.errstate(invalid="ignore")  # see _nll_grad
