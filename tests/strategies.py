@@ -11,6 +11,7 @@ the CPU inside ``assert_close``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -130,6 +131,34 @@ def magnitude(*factors: Any) -> float:
                                    dtype=np.float64))
         size *= float(values[np.isfinite(values)].max(initial=0.0))
     return size
+
+
+def assert_module_steps_match_torch(module: Any, torch_module: torch.nn.Module, steps: Sequence[tuple[Any, bool]],
+                                    weight: Any, bias: Any, grad_for: Callable[[int, tuple[int, ...]], Any],
+                                    around: Callable[[], Any] = contextlib.nullcontext) -> None:
+    """Forward/backward pairs in both libraries without zero_grad: each step's output and input
+    gradient, then the parameters' accumulated ``.grad``.
+
+    ``steps``: ``(x, needs_input_grad)`` each; ``grad_for(step, output_shape)`` gives that step's
+    upstream gradient; ``around()`` wraps tinynn's calls (a context such as a thread mode).
+    """
+    grad_terms = 0.0
+    for step, (x, needs_input_grad) in enumerate(steps):
+        with around():
+            output = module(x)
+        grad_output = grad_for(step, output.shape)
+        x_t = to_torch(x, requires_grad=needs_input_grad)
+        output_t = torch_module(x_t)
+        output_t.backward(to_torch(grad_output))
+        assert_matches(output, output_t, f"output {step}", magnitude(x, weight) + magnitude(bias))
+        with around():
+            grad_input = module.backward(grad_output, needs_input_grad=needs_input_grad)
+        if needs_input_grad:
+            assert_matches(grad_input, x_t.grad, f"grad_input {step}", magnitude(grad_output, weight))
+        else:
+            assert grad_input is None
+        grad_terms += magnitude(grad_output) * max(1.0, magnitude(x))
+    assert_grads_match(module, torch_module, terms=grad_terms)
 
 
 def assert_grads_match(module: Any, torch_module: torch.nn.Module, prefix: str = "", terms: float = 0.0) -> None:

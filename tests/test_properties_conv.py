@@ -23,8 +23,8 @@ from tests.strategies import (
     VALUE_STYLES,
     arrays,
     as_pair,
-    assert_grads_match,
     assert_matches,
+    assert_module_steps_match_torch,
     dtypes,
     grads,
     int_or_pair,
@@ -124,23 +124,11 @@ def test_conv2d_module_matches_torch_and_accumulates_grads(first, data, mode):
     # Three forward/backward pairs without zero_grad (the module reuses its im2col workspace); the
     # last one without an input gradient, like a first layer, still adds into the parameters' grads.
     second_x = relayout(data.draw(arrays(first["x"].shape, dtype), label="second x"), data.draw(layouts))
-    grad_terms = 0.0
-    for step, (x, needs_input_grad) in enumerate([(first["x"], True), (second_x, True), (first["x"], False)]):
-        with split_batches(*mode):
-            output = module(x)
-        grad_output = data.draw(upstream(output.shape, dtype), label=f"grad_output {step}")
-        x_t = to_torch(x, requires_grad=needs_input_grad)
-        output_t = torch_module(x_t)
-        output_t.backward(to_torch(grad_output))
-        assert_matches(output, output_t, f"output {step}", magnitude(x, weight) + magnitude(bias))
-        with split_batches(*mode):
-            grad_input = module.backward(grad_output, needs_input_grad=needs_input_grad)
-        if needs_input_grad:
-            assert_matches(grad_input, x_t.grad, f"grad_input {step}", magnitude(grad_output, weight))
-        else:
-            assert grad_input is None
-        grad_terms += magnitude(grad_output) * max(1.0, magnitude(x))
-    assert_grads_match(module, torch_module, terms=grad_terms)
+    steps = [(first["x"], True), (second_x, True), (first["x"], False)]
+    assert_module_steps_match_torch(
+        module, torch_module, steps, weight, bias,
+        lambda step, shape: data.draw(upstream(shape, dtype), label=f"grad_output {step}"),
+        around=lambda: split_batches(*mode))
 
 
 # ---------------------------------------------------------------------------------------- pooling
