@@ -67,7 +67,14 @@ def batch_parts(batch: int, work: int) -> list[slice]:
     parts = 1
     if can_limit_threads() and not getattr(_local, "inside", False):
         parts = max(1, min(get_num_threads(), batch, work // PART_WORK))
-    bounds = [batch * k // parts for k in range(parts + 1)]
+    return even_slices(slice(0, batch), parts)
+
+
+def even_slices(span: slice, count: int) -> list[slice]:
+    """``span`` (a slice with start and stop) cut into ``count`` consecutive slices whose lengths
+    differ by at most one."""
+    length = span.stop - span.start
+    bounds = [span.start + length * k // count for k in range(count + 1)]
     return [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
 
 

@@ -21,9 +21,7 @@ Argument checking (torch's messages) and the output size are in ``_conv_args``.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,7 +30,7 @@ from tinynn._dtype import as_float_dtype
 from tinynn.nn import init
 from tinynn.nn._blas import matmul
 from tinynn.nn._conv_args import ConvGeometry, as_batched, conv_geometry, conv_pair
-from tinynn.nn._parallel import batch_parts, run_parts
+from tinynn.nn._parallel import batch_parts, even_slices, run_parts
 from tinynn.nn._window import (
     Workspace,
     add_windows,
@@ -113,15 +111,11 @@ def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(per_group.transpose(0, 1, 3, 4, 2)).reshape(groups, out_channels // groups, -1)
 
 
-def _chunks(images: slice, per_chunk: int) -> Iterator[slice]:
+def _chunks(images: slice, per_chunk: int) -> list[slice]:
     """``images`` in chunks of at most ``per_chunk``, as even as possible (no small last chunk)."""
     if images.stop - images.start <= per_chunk:
-        yield images
-        return
-    count = max(1, -(-(images.stop - images.start) // per_chunk))
-    bounds = [images.start + (images.stop - images.start) * k // count for k in range(count + 1)]
-    for start, stop in itertools.pairwise(bounds):
-        yield slice(start, stop)
+        return [images]
+    return even_slices(images, -(-(images.stop - images.start) // per_chunk))
 
 
 def _images_per_chunk(cols_bytes_per_image: int) -> int:
