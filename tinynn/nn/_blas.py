@@ -16,12 +16,11 @@ plain ``np.matmul``. Setting OpenBLAS's thread count costs well under a microsec
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import glob
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,13 +56,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     batch = max(math.prod(a_shape[:-2]), math.prod(b_shape[:-2]))
     if batch * a_shape[-2] * a_shape[-1] * b_shape[-1] >= SMALL_PRODUCT:
         return np.matmul(a, b, out=out)
-    get_threads, set_threads = _THREADS
-    threads = get_threads()
-    set_threads(1)
-    try:
+    with one_blas_thread():
         return np.matmul(a, b, out=out)
-    finally:
-        set_threads(threads)
 
 
 def set_blas_threads(threads: int) -> None:
@@ -77,16 +71,16 @@ def can_limit_threads() -> bool:
     return _THREADS is not None
 
 
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Every product inside on one BLAS thread (for code that already runs one thread per core)."""
-    if _THREADS is None:
-        yield
-        return
-    get_threads, set_threads = _THREADS
-    threads = get_threads()
-    set_threads(1)
-    try:
-        yield
-    finally:
-        set_threads(threads)
+class one_blas_thread:  # noqa: N801 - used like a function: ``with one_blas_thread():``
+    """Every product inside on one BLAS thread (for code that already runs one thread per core, and
+    for small products); the thread count is restored on the way out. A class rather than a
+    generator-based context manager: ``matmul`` enters one per small product."""
+
+    def __enter__(self) -> None:
+        if _THREADS is not None:
+            self._threads = _THREADS[0]()
+            _THREADS[1](1)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if _THREADS is not None:
+            _THREADS[1](self._threads)
