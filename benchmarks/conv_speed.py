@@ -203,9 +203,12 @@ def wide_conv_torch(batch: int = 64, seed: int = 0) -> Step:
 def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle_s: float = 0.25,
             warmup: int = 5) -> dict[str, Any]:
     """Seconds per step of each (median over rounds) and the median of per-round ratios tinynn/torch."""
+    from tinynn.nn._blas import probe_answers
+
     for _ in range(warmup):
         tinynn_step()
         torch_step()
+    answers_before = probe_answers()
     times: dict[str, list[float]] = {"tinynn": [], "torch": []}
     faults = {"tinynn": 0, "torch": 0}
     order = [("tinynn", tinynn_step), ("torch", torch_step)]
@@ -237,6 +240,8 @@ def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle
         # Page faults in a step are time spent in the kernel, and a sign of the allocator's state.
         "tinynn_faults_per_step": faults["tinynn"] / (steps * rounds),
         "torch_faults_per_step": faults["torch"] / (steps * rounds),
+        # What tinynn's core probe (``tinynn.nn._blas``) chose for its middle-sized products meanwhile.
+        "core_probe": {answer: count - answers_before[answer] for answer, count in probe_answers().items()},
     }
 
 
@@ -311,9 +316,11 @@ def run(quick: bool = False, settle_s: float = 0.25, memory: bool = True) -> dic
 
 
 def _ratios(timing: dict[str, Any]) -> str:
+    probe = timing.get("core_probe", {})
     return (f"time ratio tinynn/torch {timing['ratio']:.2f} (rounds {timing['ratio_min']:.2f}-"
             f"{timing['ratio_max']:.2f}); ratio of the best blocks {timing['ratio_of_best']:.2f}; page faults per "
-            f"step {timing['tinynn_faults_per_step']:.0f} vs {timing['torch_faults_per_step']:.0f}")
+            f"step {timing['tinynn_faults_per_step']:.0f} vs {timing['torch_faults_per_step']:.0f}; core probe "
+            f"chose one BLAS thread {probe.get('one_thread', 0)} of {sum(probe.values())} times")
 
 
 def report(results: dict[str, Any]) -> str:

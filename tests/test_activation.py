@@ -76,6 +76,16 @@ def test_relu_backward_gives_zero_for_nan_upstream_at_inactive_units():
     np.testing.assert_array_equal(grad, np.array([0.0, 1.5, 0.0], dtype=np.float32))
 
 
+def test_relu_backward_of_infinite_upstream_gradients_at_inactive_units_is_zero_without_warnings():
+    # inf * 0 in the masked product is NaN (and NumPy's "invalid value" warning, an error under
+    # the test settings); torch's threshold_backward gives 0 there, silently.
+    x = np.array([-1.0, 2.0, -0.0, 0.0, np.nan, 3.0], dtype=np.float32)
+    grad_output = np.array([np.inf, 1.0, -np.inf, np.inf, np.inf, -np.inf], dtype=np.float32)
+    xt = torch_tensor(x, True)
+    torch.relu(xt).backward(torch_tensor(grad_output))
+    np.testing.assert_array_equal(relu_backward(grad_output, relu(x)), xt.grad.numpy())
+
+
 def test_relu_backward_passes_the_gradient_at_nan_outputs_like_torch():
     # Found by the property tests: a "y > 0" mask dropped dY where relu's output is NaN.
     x = np.array([np.nan, np.inf, -np.inf, 0.0, 1.0])

@@ -1,14 +1,27 @@
-"""``matmul``: ``np.matmul`` that keeps small products on one thread.
+"""``matmul``: ``np.matmul`` that puts a product on one BLAS thread or on all of them, whichever pays.
 
 NumPy's bundled OpenBLAS splits every product above about 256K multiply-adds across all cores.
-The smallest products (a few hundred thousand multiply-adds, a few microseconds) gain nothing from
-a second thread and pay for waking it and waiting for it, so products below ``SMALL_PRODUCT``
-multiply-adds ask OpenBLAS for one thread, and larger ones use them all. The tutorial CNN's
-products (1.5 to 7 million multiply-adds) run nearly twice as fast on two threads as on one:
-measured on a quiet 2-core machine, its training step took 1.20 ms with this threshold at 1M
-multiply-adds against 1.31 ms at 16M (every product of that CNN on one thread). On a machine
-busy with other work a second BLAS thread that is not scheduled in time stalls its product for a
-whole scheduler slice; ``tinynn.set_num_threads(1)`` then keeps every product on one thread.
+Whether the second thread pays depends on two things:
+
+* Size. Products below ``SMALL_PRODUCT`` multiply-adds (a few microseconds) gain nothing from a
+  second thread and pay for waking it and waiting for it: they always run on one. NumPy calls
+  BLAS once per matrix of a batched product, so the size is that of one matrix.
+* How far apart the cores are. A product's inputs were usually just written by this thread
+  (im2col's columns, the gradient from the layer above), so they sit in this core's cache, and
+  the second thread must fetch its half from there. Where the two cores share a cache that is
+  nearly free; where they do not, every cache line crosses between them. On the 2-vCPU virtual
+  machines this project runs on, the hypervisor moves the vCPUs between near and far cores from
+  one minute to the next: the tutorial CNN's training step measured 1.11 ms on two threads
+  against 1.25 ms on one while they were near, and 1.50 ms against 1.22 ms while they were far.
+
+So a product between those sizes asks ``_FAR_CORES``, a probe that times a product on freshly
+written columns on all threads and on one, and uses all threads while they win; the probe runs
+again once ``PROBE_SECONDS`` have passed (well under a millisecond each time). Products whose
+arithmetic outweighs moving their inputs (``DENSE_PRODUCT`` multiply-adds per input element) use
+all threads without asking. One consequence: float32 products of the middle sizes may differ in
+their last bits from one call to the next, since OpenBLAS sums in another order on one thread
+than on two (float64 products measured identical). ``tinynn.set_num_threads(1)`` keeps every
+product on one thread, and results the same from run to run.
 
 The OpenBLAS that NumPy wheels bundle is found by file name; with any other BLAS this module is
 plain ``np.matmul``. Setting OpenBLAS's thread count costs well under a microsecond.
@@ -16,15 +29,20 @@ plain ``np.matmul``. Setting OpenBLAS's thread count costs well under a microsec
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import math
 import os
+import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 SMALL_PRODUCT = 1 << 20  # multiply-adds: about 6 us on one core
+DENSE_PRODUCT = 128  # multiply-adds per input element from which two threads win even on far cores (1.3x at 123)
+PROBE_SECONDS = 1.0
 
 
 def _openblas_thread_setters() -> tuple[Callable[[], int], Callable[[int], None]] | None:
@@ -47,17 +65,80 @@ _THREADS = _openblas_thread_setters()
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``np.matmul(a, b, out=out)``, on one BLAS thread when it is a small product."""
+    """``np.matmul(a, b, out=out)``, on one BLAS thread or on all of them (see the module's docstring)."""
     if _THREADS is None:
         return np.matmul(a, b, out=out)
     a_shape = a.shape if a.ndim > 1 else (1, *a.shape)  # a vector is one row, or one column on the right
     b_shape = b.shape if b.ndim > 1 else (*b.shape, 1)
-    # The larger batch, not the broadcast one (cheaper to find; only a threshold depends on it).
-    batch = max(math.prod(a_shape[:-2]), math.prod(b_shape[:-2]))
-    if batch * a_shape[-2] * a_shape[-1] * b_shape[-1] >= SMALL_PRODUCT:
+    if all_threads_pay(a_shape[-2], a_shape[-1], b_shape[-1]):
         return np.matmul(a, b, out=out)
     with one_blas_thread():
         return np.matmul(a, b, out=out)
+
+
+def all_threads_pay(rows: int, inner: int, columns: int) -> bool:
+    """Whether a ``(rows, inner) @ (inner, columns)`` product should use all BLAS threads."""
+    work = rows * inner * columns
+    if work < SMALL_PRODUCT:
+        return False
+    if work >= DENSE_PRODUCT * (rows * inner + inner * columns):
+        return True
+    return _FAR_CORES.all_threads_pay()
+
+
+class _CoreProbe:
+    """Times a product on freshly written columns (the tutorial's second conv layer) on all BLAS
+    threads and on one, at most once every ``PROBE_SECONDS``, and remembers which was faster."""
+
+    def __init__(self) -> None:
+        self.measured_at = -math.inf
+        self.all_threads_won = True
+        self.tally = {True: 0, False: 0}  # how often each answer came out (benchmarks report it)
+        self._lock = threading.Lock()
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def all_threads_pay(self) -> bool:
+        now = time.monotonic()
+        # Inside one_blas_thread (or after set_num_threads(1)) there is nothing to choose between.
+        if now - self.measured_at >= PROBE_SECONDS and _THREADS is not None and _THREADS[0]() > 1:
+            if self._lock.acquire(blocking=False):  # another thread probing: use the last answer
+                try:
+                    self.all_threads_won = self.measure()
+                    self.tally[self.all_threads_won] += 1
+                    self.measured_at = time.monotonic()
+                finally:
+                    self._lock.release()
+        return self.all_threads_won
+
+    def measure(self) -> bool:
+        """Whether all threads beat one at writing columns on this thread and multiplying them,
+        over and over, as a conv layer does from step to step (about 1 ms in all). The write is
+        timed too: after a product on two threads it must first take back the lines that the
+        other core read, which on far cores costs more than the product itself."""
+        if self._arrays is None:
+            self._arrays = (np.empty((3136, 144), np.float32), np.full((144, 16), 1 / 144, np.float32),
+                            np.empty((3136, 16), np.float32))
+        columns, weight, out = self._arrays
+
+        def write_and_multiply() -> float:
+            start = time.perf_counter()
+            columns.fill(1.0)
+            np.matmul(columns, weight, out=out)
+            return time.perf_counter() - start
+
+        best = {}
+        for all_threads in (True, False):
+            with one_blas_thread() if not all_threads else contextlib.nullcontext():
+                best[all_threads] = min(write_and_multiply() for _ in range(3))  # the first one settles in
+        return best[True] < best[False]
+
+
+_FAR_CORES = _CoreProbe()
+
+
+def probe_answers() -> dict[str, int]:
+    """How many of the core probe's measurements so far chose all threads, and how many one."""
+    return {"all_threads": _FAR_CORES.tally[True], "one_thread": _FAR_CORES.tally[False]}
 
 
 def set_blas_threads(threads: int) -> None:

@@ -47,16 +47,18 @@ def as_nchw(array_nhwc: np.ndarray) -> np.ndarray:
     return array_nhwc.transpose(0, 3, 1, 2)
 
 
-def pad_channels_last(input: np.ndarray, pads: Pads, fill: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
+def pad_channels_last(input: np.ndarray, pads: Pads, fill: float = 0.0, out: np.ndarray | None = None,
+                      fill_border: bool = True) -> np.ndarray:
     """Copy a logical ``(N, C, H, W)`` array into a ``(N, H+top+bottom, W+left+right, C)`` one.
 
     The border holds ``fill``; the copy also turns any input layout into channels-last memory.
-    ``out``, if given, is the (uninitialised) destination.
+    ``out``, if given, is the (uninitialised) destination; with ``fill_border=False`` its border
+    already holds ``fill`` (a reused buffer, see ``Workspace.get_padded``) and only the inside is written.
     """
     top, bottom, left, right = pads
     n, c, h, w = input.shape
     padded = np.empty((n, h + top + bottom, w + left + right, c), dtype=input.dtype) if out is None else out
-    if top or bottom or left or right:
+    if fill_border and (top or bottom or left or right):
         padded[:, :top] = fill
         padded[:, top + h:] = fill
         padded[:, top:top + h, :left] = fill
@@ -241,6 +243,7 @@ class Workspace:
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
         self._parts: dict[int, Workspace] = {}
+        self._padded_as: tuple[tuple[int, ...], Pads] | None = None  # what "padded"'s border was written for
 
     def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised array of this shape and dtype, the same memory as last time if it fits."""
@@ -248,7 +251,18 @@ class Workspace:
         size = math.prod(shape)
         if array is None or array.dtype != dtype or array.size < size:
             array = self._arrays[name] = np.empty(size, dtype=dtype)
+            if name == "padded":
+                self._padded_as = None
         return array[:size].reshape(shape)
+
+    def get_padded(self, shape: tuple[int, ...], dtype: np.dtype, pads: Pads) -> tuple[np.ndarray, bool]:
+        """The buffer for an input zero-padded by ``pads``, and whether its border already holds the
+        zeros: it does when the last call had the same shape and pads, since only the inside of
+        the image is written from one call to the next. Saves the border's scattered writes."""
+        array = self.get("padded", shape, dtype)
+        border_ready = self._padded_as == (shape, pads)
+        self._padded_as = (shape, pads)
+        return array, border_ready
 
     def part(self, index: int) -> Workspace:
         """The workspace of part ``index`` of a batch split across threads (see ``_parallel``)."""
@@ -259,6 +273,7 @@ class Workspace:
     def clear(self) -> None:
         self._arrays.clear()
         self._parts.clear()
+        self._padded_as = None
 
 
 def zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -62,7 +62,11 @@ def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | Non
     top, bottom, left, right = geometry.pads
     if any(geometry.pads):
         padded_shape = (batch, height + top + bottom, width + left + right, channels)
-        padded = pad_channels_last(input, geometry.pads, out=empty(padded_shape, input.dtype, workspace, "padded"))
+        if workspace is None:
+            padded = pad_channels_last(input, geometry.pads)
+        else:
+            buffer, border_ready = workspace.get_padded(padded_shape, input.dtype, geometry.pads)
+            padded = pad_channels_last(input, geometry.pads, out=buffer, fill_border=not border_ready)
     else:
         padded = channels_last(input)
     per_group = channels // groups
@@ -89,18 +93,23 @@ def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | Non
 
 
 def cols_buffer(rows: int, channels: int, geometry: ConvGeometry, dtype: np.dtype, workspace: Workspace | None,
-                name: str) -> np.ndarray:
+                name: str, ones_column: bool = False) -> np.ndarray:
     """Uninitialised memory for ``im2col``'s ``(rows, groups, kh*kw*C/groups)`` columns.
 
     With one input channel (a grayscale first layer) a row holds only kh*kw taps, too short for
     NumPy's copy loops: the memory is then laid out transposed, ``(kh*kw, rows)``, so that each
     kernel offset's taps are one contiguous run, and the ``(rows, 1, kh*kw)`` array returned is a
-    transposed view of it, which BLAS reads as well as the other layout.
+    transposed view of it, which BLAS reads as well as the other layout. ``ones_column`` (one
+    input channel only) adds a last column of ones: ``[cols, 1] @ [W.T; b]`` then adds the bias.
     """
     groups, (kernel_h, kernel_w) = geometry.groups, geometry.kernel
     width = kernel_h * kernel_w * (channels // groups)
     if channels == 1:
-        return empty((width, rows), dtype, workspace, name).T[:, None, :]
+        memory = empty((width + ones_column, rows), dtype, workspace, name)
+        if ones_column:
+            memory[width] = 1
+        return memory.T[:, None, :]
+    assert not ones_column, "a ones column is only laid out for one input channel"
     return empty((rows, groups, width), dtype, workspace, name)
 
 
@@ -137,27 +146,37 @@ def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
     per_group = weight[0].size  # kh*kw*C/g columns
     keep = batch * per_image * groups * per_group * input.itemsize <= CHUNK_BYTES
     channels = input.shape[1]
-    cols = cols_buffer(batch * per_image, channels, geometry, input.dtype, workspace, "cols") if keep else None
+    # With one input channel the bias is added by the product itself, through a column of ones (an
+    # add over the whole output would cost as much as the product, whose K = kh*kw is tiny).
+    fold_bias = bias is not None and channels == 1
+    buffer = (cols_buffer(batch * per_image, channels, geometry, input.dtype, workspace, "cols", fold_bias)
+              if keep else None)
     per_chunk = max(1, batch) if keep else _images_per_chunk(per_image * groups * per_group * input.itemsize)
     output = np.empty((batch * per_image, groups, out_channels // groups), dtype=input.dtype)
     weight_t = _weight_matrix(weight, groups).transpose(0, 2, 1)
-    # Added to whole output rows (Wo*O values) at a time: NumPy's inner loop over only O values is slow.
-    bias_row = None if bias is None else np.tile(bias, out_w)
+    if fold_bias:
+        weight_t = np.concatenate([weight_t, bias.reshape(1, 1, out_channels)], axis=1)
+    bias_row = None
+    if bias is not None and not fold_bias:
+        # Added to whole output rows (Wo*O values) at a time: NumPy's inner loop over only O values is slow.
+        bias_row = np.empty((out_w, out_channels), dtype=input.dtype)
+        bias_row[...] = bias
 
     def forward_part(index: int, images: slice) -> None:
         part_workspace = None if workspace is None else workspace.part(index)
-        buffer = cols if keep else cols_buffer(per_chunk * per_image, channels, geometry, input.dtype,
-                                               part_workspace, "chunk cols")
+        part_buffer = buffer if keep else cols_buffer(per_chunk * per_image, channels, geometry, input.dtype,
+                                                      part_workspace, "chunk cols", fold_bias)
         for chunk in _chunks(images, per_chunk):
             rows = slice(chunk.start * per_image, chunk.stop * per_image)
-            chunk_cols = im2col(input[chunk], geometry, part_workspace,
-                                out=cols[rows] if keep else buffer[:rows.stop - rows.start])
+            chunk_buffer = part_buffer[rows] if keep else part_buffer[:rows.stop - rows.start]
+            im2col(input[chunk], geometry, part_workspace, out=chunk_buffer[:, :, :per_group])
             # Y[:, g] = cols[:, g] @ W[g].T for every group in one batched matmul, written in place.
-            matmul(chunk_cols.transpose(1, 0, 2), weight_t, out=output[rows].transpose(1, 0, 2))
+            matmul(chunk_buffer.transpose(1, 0, 2), weight_t, out=output[rows].transpose(1, 0, 2))
             if bias_row is not None:
-                output[rows].reshape(-1, out_w * out_channels)[...] += bias_row
+                output[rows].reshape(-1, out_w * out_channels)[...] += bias_row.reshape(-1)
 
     run_parts(forward_part, batch_parts(batch, batch * per_image * groups * per_group * out_channels // groups))
+    cols = None if buffer is None else buffer[:, :, :per_group]
     return as_nchw(output.reshape(batch, *geometry.out_size, out_channels)), cols
 
 
