@@ -134,6 +134,8 @@ class _CoreProbe:
 
 
 _FAR_CORES = _CoreProbe()
+if hasattr(os, "register_at_fork"):  # a child forked mid-probe would otherwise find the lock held for good
+    os.register_at_fork(after_in_child=lambda: setattr(_FAR_CORES, "_lock", threading.Lock()))
 
 
 def probe_answers() -> dict[str, int]:
