@@ -17,6 +17,13 @@ work, torch's two OpenMP threads (which wait for each other at every parallel re
 far more than tinynn, whose small products run on one thread (``tinynn.nn._blas``): compare the
 "best blocks" figures, and note the load average, before reading much into a ratio.
 
+Far and near cores: on the project's 2-vCPU virtual machines the hypervisor moves the two vCPUs
+between cores that share a cache and cores that do not, from one minute to the next; on far
+cores, data one core has just written costs the other a trip between caches, and both libraries'
+steps slow down (tinynn's products on two BLAS threads most of all). tinynn's core probe
+(``tinynn.nn._blas``) then puts its middle-sized products on one thread; each timing reports how
+often the probe chose that, which tells which kind of cores the run had.
+
 Allocator: everything is timed twice, first with glibc's malloc as it comes, then with its
 adaptive thresholds fixed (``environment.steady_malloc``). As it comes, torch's steps here take
 hundreds (W2) to twelve thousand (W3) page faults each, depending on what the process allocated
