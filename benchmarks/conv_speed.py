@@ -38,8 +38,6 @@ The functions are importable for the general ``python -m benchmarks`` harness.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import glob
 import json
 import os
 import resource
@@ -66,24 +64,13 @@ def blas_info() -> dict[str, Any]:
         info["numpy_blas"] = f"{config.get('name')} {config.get('version')}"
     except Exception:  # show_config's layout differs between NumPy versions
         info["numpy_blas"] = "unknown"
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*"))
-    for path in libs:
-        lib = ctypes.CDLL(path)
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                try:
-                    get_config = getattr(lib, f"{prefix}_get_config{suffix}")
-                    get_core = getattr(lib, f"{prefix}_get_corename{suffix}")
-                    get_threads = getattr(lib, f"{prefix}_get_num_threads{suffix}")
-                except AttributeError:
-                    continue
-                get_config.restype = get_core.restype = ctypes.c_char_p
-                info["openblas_config"] = get_config().decode()
-                info["openblas_core"] = get_core().decode()
-                info["openblas_threads"] = int(get_threads())
-                break
-            if "openblas_core" in info:
-                break
+    from tinynn.nn._blas import openblas_report
+
+    report = openblas_report()
+    if report:
+        info["openblas_config"] = report.get("config")
+        info["openblas_core"] = report.get("core")
+        info["openblas_threads"] = report["num_threads"]
     info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
     info["OPENBLAS_L2_SIZE"] = os.environ.get("OPENBLAS_L2_SIZE")
     import torch

@@ -18,11 +18,6 @@ PERF_ENV_VARS = (
     "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
     "MKL_DEBUG_CPU_TYPE", "TINYNN_DATA",
 )
-# OpenBLAS's thread-count getter under the names the numpy wheels' builds give it.
-_OPENBLAS_THREAD_GETTERS = (
-    "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads64_",
-    "openblas_get_num_threads",
-)
 
 
 # glibc's mallopt parameters.
@@ -71,26 +66,6 @@ def cpu_model() -> str:
     return match.group(1).strip() if match else platform.machine()
 
 
-def _openblas_threads() -> dict[str, Any]:
-    """Ask the OpenBLAS that numpy loaded for its thread count, as threadpoolctl would."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return {}
-    paths = sorted({line.split()[-1] for line in maps.splitlines() if "openblas" in line.lower() and ".so" in line})
-    for path in paths:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in _OPENBLAS_THREAD_GETTERS:
-            getter = getattr(library, symbol, None)
-            if getter is not None:
-                getter.restype = ctypes.c_int
-                return {"library": Path(path).name, "num_threads": int(getter()), "source": "ctypes"}
-    return {}
-
-
 def numpy_blas() -> dict[str, Any]:
     """numpy's BLAS (name, version, build configuration) and its thread count."""
     info: dict[str, Any] = {}
@@ -112,7 +87,9 @@ def numpy_blas() -> dict[str, Any]:
             info["num_threads"] = blas_pools[0].get("num_threads")
             info["threads_source"] = "threadpoolctl"
     except ImportError:
-        found = _openblas_threads()
+        from tinynn.nn._blas import openblas_report
+
+        found = openblas_report()
         if found:
             info["num_threads"] = found["num_threads"]
             info["threads_source"] = f"{found['library']} via ctypes (threadpoolctl not installed)"

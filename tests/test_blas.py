@@ -86,3 +86,14 @@ def test_the_probe_measurement_gives_an_answer_and_restores_the_thread_count():
     threads_before = _blas._THREADS[0]()
     assert _blas._FAR_CORES.measure() in (True, False)
     assert _blas._THREADS[0]() == threads_before
+
+
+def test_openblas_report_names_the_library_and_its_thread_count():
+    report = _blas.openblas_report()
+    if not _blas.can_limit_threads():
+        assert report == {}
+        return
+    assert "openblas" in report["library"]
+    assert report["num_threads"] == _blas._THREADS[0]()
+    assert report["config"].startswith("OpenBLAS ")
+    assert report["core"] and report["core"] in report["config"]

@@ -45,8 +45,9 @@ DENSE_PRODUCT = 128  # multiply-adds per input element from which two threads wi
 PROBE_SECONDS = 1.0
 
 
-def _openblas_thread_setters() -> tuple[Callable[[], int], Callable[[int], None]] | None:
-    """(get_num_threads, set_num_threads) of NumPy's bundled OpenBLAS, or None."""
+def _openblas() -> tuple[ctypes.CDLL, str, str] | None:
+    """NumPy's bundled OpenBLAS, with the prefix and suffix its functions' names carry
+    (``scipy_openblas`` or ``openblas``; ``64_`` or nothing, as the wheel was built), or None."""
     for path in glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*")):
         try:
             library = ctypes.CDLL(path)
@@ -54,14 +55,34 @@ def _openblas_thread_setters() -> tuple[Callable[[], int], Callable[[int], None]
             continue
         for prefix in ("scipy_openblas", "openblas"):
             for suffix in ("64_", ""):
-                getter = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
-                setter = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
-                if getter is not None and setter is not None:
-                    return getter, setter
+                if all(hasattr(library, f"{prefix}_{name}{suffix}") for name in ("get_num_threads", "set_num_threads")):
+                    return library, prefix, suffix
     return None
 
 
-_THREADS = _openblas_thread_setters()
+def _function(name: str, restype: type | None = ctypes.c_int) -> Callable[..., object]:
+    library, prefix, suffix = _OPENBLAS  # type: ignore[misc]
+    function = getattr(library, f"{prefix}_{name}{suffix}")
+    function.restype = restype
+    return function
+
+
+_OPENBLAS = _openblas()
+# (get_num_threads, set_num_threads), or None with another BLAS.
+_THREADS = None if _OPENBLAS is None else (_function("get_num_threads"), _function("set_num_threads", None))
+
+
+def openblas_report() -> dict[str, object]:
+    """What NumPy's OpenBLAS says of itself (for the benchmarks' records): its build configuration,
+    the CPU whose kernels it chose, and its thread count; empty with another BLAS."""
+    if _OPENBLAS is None:
+        return {}
+    library, prefix, suffix = _OPENBLAS
+    report: dict[str, object] = {"library": os.path.basename(library._name), "num_threads": _THREADS[0]()}
+    for key, name in (("config", "get_config"), ("core", "get_corename")):
+        if hasattr(library, f"{prefix}_{name}{suffix}"):
+            report[key] = _function(name, ctypes.c_char_p)().decode()
+    return report
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
