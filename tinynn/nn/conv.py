@@ -248,7 +248,7 @@ def conv2d_backward_batched(grad_output: np.ndarray, input: np.ndarray, weight: 
                 matmul(grad_rows.transpose(1, 0, 2)[:, None], weight_offsets, out=blocks.transpose(2, 0, 1, 3))
                 add_windows(blocks.reshape(kernel_h, kernel_w, -1, *geometry.out_size, groups, per_group),
                             input.shape[2:], geometry.stride, geometry.dilation, geometry.pads,
-                            out=grad_input[chunk].reshape(-1, *input.shape[2:], groups, per_group))
+                            out=grad_input[chunk].reshape(-1, *input.shape[2:], groups, per_group), overwrite=True)
         if part_weight is None:  # an empty part (batch 0)
             part_weight = np.zeros((groups, cols_width, out_channels // groups), dtype=input.dtype)
             part_bias = np.zeros(out_channels, dtype=input.dtype) if has_bias else None
