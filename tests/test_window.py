@@ -47,6 +47,27 @@ def test_add_windows_adding_whole_shifted_blocks_matches_the_tap_by_tap_sum(kern
     np.testing.assert_array_equal(shifted, kept)  # the same adds in the same order: bit for bit
 
 
+@pytest.mark.parametrize("in_size", [(14, 14), (7, 8)])
+def test_add_windows_of_a_stride_2_layer_adds_blocks_as_large_as_their_phase_whole(in_size):
+    # The tutorial's stride-2 layers: on a 14x14 input every phase is 7x7, as large as the blocks;
+    # on 7x8 only some are, and the others take the sub-rectangle adds.
+    rng = np.random.default_rng(5)
+    out_size = ((in_size[0] + 1) // 2, (in_size[1] + 1) // 2)
+    grad_offsets = rng.standard_normal((3, 3, 2, *out_size, 1, 3))
+    kept = add_windows(grad_offsets.copy(), in_size, (2, 2), (1, 1), (1, 1, 1, 1))
+    shifted = add_windows(grad_offsets.copy(), in_size, (2, 2), (1, 1), (1, 1, 1, 1), overwrite=True)
+    np.testing.assert_array_equal(shifted, kept)
+    expected = np.zeros_like(kept)
+    for i in range(3):
+        for j in range(3):
+            for oh in range(out_size[0]):
+                for ow in range(out_size[1]):
+                    h, w = 2 * oh + i - 1, 2 * ow + j - 1
+                    if 0 <= h < in_size[0] and 0 <= w < in_size[1]:
+                        expected[:, h, w] += grad_offsets[i, j, :, oh, ow]
+    np.testing.assert_allclose(kept, expected, rtol=1e-12)
+
+
 def test_add_windows_leaves_its_blocks_alone_unless_told_it_may_overwrite_them():
     grad_offsets = np.random.default_rng(4).standard_normal((3, 3, 2, 4, 4, 1, 3))
     before = grad_offsets.copy()

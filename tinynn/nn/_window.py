@@ -153,14 +153,12 @@ def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation:
     Each phase is summed in its own contiguous buffer and written once: the adds then run along
     whole rows instead of hopping s pixels at a time, which is NumPy's slow case.
     ``out``, if given, is the (uninitialised) destination. ``overwrite=True`` lets the blocks'
-    memory be changed (a caller's scratch), which a stride-1 layer whose output is as large as its
-    input uses to add each block whole (see ``_add_shifted``).
+    memory be changed (a caller's scratch): a block as large as the phase it adds into (a
+    'same'-padded layer's) is then added whole, shifted (see ``_add_shifted``).
     """
     batch, trailing = grad_offsets.shape[2], grad_offsets.shape[5:]
     kernel, out_size = grad_offsets.shape[:2], grad_offsets.shape[3:5]
     grad_input = np.empty((batch, *in_size, *trailing), dtype=grad_offsets.dtype) if out is None else out
-    shift_whole = (overwrite and stride == (1, 1) and tuple(out_size) == tuple(in_size)
-                   and grad_input.flags.c_contiguous)
     for (phase_h, phase_w), whole, adds in _phase_adds(tuple(in_size), tuple(out_size), tuple(kernel),
                                                         tuple(stride), tuple(dilation), tuple(pads)):
         target = grad_input[:, phase_h::stride[0], phase_w::stride[1]]
@@ -175,25 +173,26 @@ def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation:
         else:
             phase.fill(0)
         for i, j, out_rows, out_cols, in_rows, in_cols in adds[1 if whole else 0:]:
-            if shift_whole and grad_offsets[i, j].flags.c_contiguous:
-                _add_shifted(grad_input, grad_offsets[i, j], out_rows, out_cols, in_rows, in_cols)
+            block = grad_offsets[i, j]
+            if overwrite and block.shape == phase.shape and block.flags.c_contiguous and phase.flags.c_contiguous:
+                _add_shifted(phase, block, out_rows, out_cols, in_rows, in_cols)
             else:
-                phase[:, in_rows, in_cols] += grad_offsets[i, j, :, out_rows, out_cols]
+                phase[:, in_rows, in_cols] += block[:, out_rows, out_cols]
         if phase is not target:
             target[...] = phase
     return grad_input
 
 
-def _add_shifted(grad_input: np.ndarray, block: np.ndarray, out_rows: slice, out_cols: slice, in_rows: slice,
+def _add_shifted(phase: np.ndarray, block: np.ndarray, out_rows: slice, out_cols: slice, in_rows: slice,
                  in_cols: slice) -> None:
-    """``grad_input[:, in_rows, in_cols] += block[:, out_rows, out_cols]`` for a stride-1 layer whose
-    block has the input's shape, as one add over the whole flattened arrays, shifted.
+    """``phase[:, in_rows, in_cols] += block[:, out_rows, out_cols]`` for a block of the phase's
+    own shape, as one add over the whole flattened arrays, shifted.
 
     NumPy adds into a sub-rectangle of each image about 3x slower per value than into a whole
-    array. With equal shapes, the shift from a block pixel to the input pixel it lands on is the
-    same everywhere, so the block added whole at that shift puts every tap in its place, except
-    the taps that fall on the padding, which would wrap into the next row or image: those are
-    zeroed first (this writes into ``block``).
+    array. With equal shapes, the shift from a block pixel to the pixel it lands on is the same
+    everywhere, so the block added whole at that shift puts every tap in its place, except the
+    taps that fall on the padding, which would wrap into the next row or image: those are zeroed
+    first (this writes into ``block``).
     """
     block[:, :out_rows.start] = 0
     block[:, out_rows.stop:] = 0
@@ -201,7 +200,7 @@ def _add_shifted(grad_input: np.ndarray, block: np.ndarray, out_rows: slice, out
     block[:, :, out_cols.stop:] = 0
     per_pixel = math.prod(block.shape[3:])
     shift = ((in_rows.start - out_rows.start) * block.shape[2] + in_cols.start - out_cols.start) * per_pixel
-    target, source = grad_input.reshape(-1), block.reshape(-1)
+    target, source = phase.reshape(-1), block.reshape(-1)
     if shift >= 0:
         target[shift:] += source[:source.size - shift]
     else:
