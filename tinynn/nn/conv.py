@@ -16,7 +16,9 @@ A large layer does the same work in pieces: its batch is split across the cores,
 part (``_parallel``), and each part builds its columns one cache-sized chunk of images at a time,
 building them again in the backward rather than keeping them (``CHUNK_BYTES``). A small layer
 (the tutorial's) runs in one piece and keeps its columns for the backward's dW.
-Argument checking (torch's messages) and the output size are in ``_conv_args``.
+Argument checking (torch's messages) and the output size are in ``_conv_args``; every product
+goes through ``_blas.matmul``, which runs it on one BLAS thread or on all of them, whichever the
+size and the machine's cores make faster.
 """
 
 from __future__ import annotations
