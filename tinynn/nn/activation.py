@@ -111,6 +111,7 @@ def softmax(input: np.ndarray, dim: int | None = None, dtype: Any = None) -> np.
     return exp
 
 
+@np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def softmax_backward(grad_output: np.ndarray, output: np.ndarray, dim: int) -> np.ndarray:
     """dX = y * (dY - sum(dY * y, dim)), from the saved output y."""
     if output.ndim == 0:  # a 0-d "sum along dim" is the element itself
@@ -130,6 +131,7 @@ def log_softmax(input: np.ndarray, dim: int | None = None, dtype: Any = None) ->
     return shifted
 
 
+@np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def log_softmax_backward(grad_output: np.ndarray, output: np.ndarray, dim: int) -> np.ndarray:
     """dX = dY - exp(y) * sum(dY, dim), from the saved output y (exp(y) is the softmax)."""
     if output.ndim == 0:

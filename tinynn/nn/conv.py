@@ -164,6 +164,7 @@ def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
         bias_row = np.empty((out_w, out_channels), dtype=input.dtype)
         bias_row[...] = bias
 
+    @np.errstate(invalid="ignore", over="ignore")  # as in torch: infinities make NaNs silently
     def forward_part(index: int, images: slice) -> None:
         part_workspace = None if workspace is None else workspace.part(index)
         part_buffer = buffer if keep else cols_buffer(per_chunk * per_image, channels, geometry, input.dtype,
@@ -224,6 +225,7 @@ def conv2d_backward_batched(grad_output: np.ndarray, input: np.ndarray, weight: 
         weight.reshape(groups, out_channels // groups, per_group, kernel_h * kernel_w).transpose(0, 3, 1, 2))
     grad_input = np.empty((batch, *input.shape[2:], channels), dtype=input.dtype) if needs_input_grad else None
 
+    @np.errstate(invalid="ignore", over="ignore")  # as in torch: infinities make NaNs silently
     def backward_part(index: int, images: slice) -> tuple[np.ndarray, np.ndarray | None]:
         part_workspace = None if workspace is None else workspace.part(index)
         buffer = cols if cols is not None else cols_buffer(per_chunk * per_image, channels, geometry, input.dtype,

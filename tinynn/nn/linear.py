@@ -54,6 +54,7 @@ def _check_linear_args(input: Any, weight: np.ndarray, bias: np.ndarray | None) 
         )
 
 
+@np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def linear(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """y = x @ W.T + b.
 
@@ -67,6 +68,7 @@ def linear(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
     return output
 
 
+@np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def linear_backward(
     grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray,
     has_bias: bool = True, needs_input_grad: bool = True,
