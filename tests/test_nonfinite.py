@@ -93,3 +93,19 @@ def test_backward_of_nonfinite_upstream_gradients_matches_torch_without_warnings
     torch_forward(tx, {k: torch_tensor(v) for k, v in parameters.items()}).backward(torch_tensor(grad))
     assert_close(_silently(lambda: backward(grad, x, y, parameters)), tx.grad, rtol=TORCH_F64_RTOL,
                  name=f"{name} grad_input")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_loss_backward_of_a_nonfinite_upstream_gradient_matches_torch_without_warnings(loss, reduction):
+    rng = np.random.default_rng(2)
+    logits, target = rng.standard_normal((4, 5)), np.array([0, 2, 4, 1])
+    input = logits if loss == "cross_entropy" else F.log_softmax(logits, dim=1)
+    grads = [np.array([np.inf, 0.5, -np.inf, np.nan])] if reduction == "none" else [np.array(v) for v in
+                                                                                     (np.inf, -np.inf, np.nan)]
+    for grad in grads:
+        ti = torch_tensor(input, True)
+        getattr(torch.nn.functional, loss)(ti, torch.from_numpy(target), reduction=reduction).backward(
+            torch_tensor(grad))
+        ours = _silently(lambda grad=grad: getattr(F, f"{loss}_backward")(grad, input, target, reduction=reduction))
+        assert_close(ours, ti.grad, rtol=TORCH_F64_RTOL, name=f"{loss} {reduction} grad for dL = {grad}")

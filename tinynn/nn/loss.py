@@ -302,9 +302,12 @@ def _cross_entropy_grad(grad_output: Any, log_probs: np.ndarray, target: Any, we
     dtype = log_probs.dtype
     sample_shape = log_probs.shape[:class_dim] + log_probs.shape[class_dim + 1:]
     probs = np.exp(log_probs)
-    if isinstance(target, _Targets) and weight is None and target.kept is None and label_smoothing <= 0.0:
-        # The classic form: G = -onehot * g, so dX = (softmax - onehot) * g, g = grad_output / N for 'mean'.
+    classic = isinstance(target, _Targets) and weight is None and target.kept is None and label_smoothing <= 0.0
+    if classic:
         upstream = _upstream(grad_output, reduction, target.total_weight, sample_shape, dtype)
+    # An infinite g takes the general form below, whose inf - inf gives NaN at the target as torch's does.
+    if classic and np.isfinite(upstream).all():
+        # The classic form: G = -onehot * g, so dX = (softmax - onehot) * g, g = grad_output / N for 'mean'.
         if log_probs.ndim == 2:
             probs[np.arange(log_probs.shape[0]), target.index] -= 1.0
         else:
