@@ -197,6 +197,7 @@ def wide_conv_torch(batch: int = 64, seed: int = 0) -> Step:
 def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle_s: float = 0.25,
             warmup: int = 5) -> dict[str, Any]:
     """Seconds per step of each (median over rounds) and the median of per-round ratios tinynn/torch."""
+    from benchmarks.timing import rewarm
     from tinynn.nn._blas import probe_answers
 
     for _ in range(warmup):
@@ -210,13 +211,7 @@ def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle
         for name, step in order if round_index % 2 == 0 else order[::-1]:
             if settle_s:
                 time.sleep(settle_s)
-            # Untimed steps for 50 ms after the pause: a core that slept takes a few milliseconds to
-            # come back to speed (tinynn's first two wide-conv steps after a 0.25 s sleep took up to
-            # twice as long, on both threads), and the caches refill.
-            warm_until = time.perf_counter() + 0.05
-            step()
-            while time.perf_counter() < warm_until:
-                step()
+            rewarm(step)  # cores that slept come back slowly and with cold caches (see timing.REWARM_SECONDS)
             faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             for _ in range(steps):

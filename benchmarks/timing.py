@@ -18,6 +18,7 @@ launches.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import statistics
 import time
@@ -157,15 +158,18 @@ def _settle(framework: Framework, settle_seconds: float) -> bool:
     return remaining > 0
 
 
-def _rewarm(runner: Runner) -> None:
+def rewarm(call: Callable[[], Any]) -> None:
     """Untimed calls for ``REWARM_SECONDS`` (at least one), after a pause."""
     end = time.perf_counter() + REWARM_SECONDS
-    while True:
-        if runner.prepare is not None:
-            runner.prepare()
-        runner.step()
-        if time.perf_counter() >= end:
-            break
+    call()
+    while time.perf_counter() < end:
+        call()
+
+
+def _call_once(runner: Runner) -> None:
+    if runner.prepare is not None:
+        runner.prepare()
+    runner.step()
 
 
 def _record_run(framework: Framework) -> None:
@@ -207,12 +211,10 @@ def measure(runners: list[Runner], reps: int, warmup: int = 1, min_rep_seconds: 
         calls[runner.framework.name] = 1
         with runner.framework.active():
             for _ in range(warmup):
-                if runner.prepare is not None:
-                    runner.prepare()
-                runner.step()
+                _call_once(runner)
             if min_rep_seconds > 0:
                 if _settle(runner.framework, settle_seconds):
-                    _rewarm(runner)
+                    rewarm(functools.partial(_call_once, runner))
                 once = _time_calls(runner, 1)
                 calls[runner.framework.name] = max(1, min(max_calls, math.ceil(min_rep_seconds / max(once, 1e-9))))
             _record_run(runner.framework)
@@ -223,7 +225,7 @@ def measure(runners: list[Runner], reps: int, warmup: int = 1, min_rep_seconds: 
             name = runner.framework.name
             with runner.framework.active():
                 if _settle(runner.framework, settle_seconds):
-                    _rewarm(runner)
+                    rewarm(functools.partial(_call_once, runner))
                 samples[name].append(_time_calls(runner, calls[name]))
                 _record_run(runner.framework)
     return {name: Stats.from_samples(values, calls[name]) for name, values in samples.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinynn.nn._window import add_windows
+from tinynn.nn._window import Workspace, add_windows
 
 
 def _add_windows_loop(grad_offsets: np.ndarray, in_size: tuple[int, int], stride: tuple[int, int],
@@ -67,3 +67,14 @@ def test_add_windows_leaves_its_blocks_alone_unless_told_it_may_overwrite_them()
     before = grad_offsets.copy()
     add_windows(grad_offsets, (4, 4), (1, 1), (1, 1), (1, 1, 1, 1))
     np.testing.assert_array_equal(grad_offsets, before)
+
+
+def test_workspace_reports_a_padded_border_ready_only_for_the_same_memory_shape_and_pads():
+    workspace = Workspace()
+    pads = (1, 1, 1, 1)
+    assert workspace.get_padded((2, 5, 5, 3), np.float32, pads)[1] is False  # first call: nothing written yet
+    assert workspace.get_padded((2, 5, 5, 3), np.float32, pads)[1] is True
+    assert workspace.get_padded((2, 5, 5, 3), np.float32, (1, 1, 0, 2))[1] is False  # other pads
+    assert workspace.get_padded((1, 5, 5, 3), np.float32, (1, 1, 0, 2))[1] is False  # other shape, same memory
+    assert workspace.get_padded((1, 5, 5, 3), np.float64, (1, 1, 0, 2))[1] is False  # new memory (dtype)
+    assert workspace.get_padded((1, 5, 5, 3), np.float64, (1, 1, 0, 2))[1] is True

@@ -162,11 +162,9 @@ def add_windows(grad_offsets: np.ndarray, in_size: Pair, stride: Pair, dilation:
     for (phase_h, phase_w), whole, adds in _phase_adds(tuple(in_size), tuple(out_size), tuple(kernel),
                                                         tuple(stride), tuple(dilation), tuple(pads)):
         target = grad_input[:, phase_h::stride[0], phase_w::stride[1]]
-        if whole and len(adds) == 1:  # one block makes up the phase: copied straight in
-            i, j, out_rows, out_cols, _, _ = adds[0]
-            target[...] = grad_offsets[i, j, :, out_rows, out_cols]
-            continue
-        phase = target if stride == (1, 1) else np.empty(target.shape, dtype=target.dtype)
+        # One block that makes up the phase is copied straight in; several are summed in a buffer.
+        single = whole and len(adds) == 1
+        phase = target if stride == (1, 1) or single else np.empty(target.shape, dtype=target.dtype)
         if whole:
             i, j, out_rows, out_cols, _, _ = adds[0]
             phase[...] = grad_offsets[i, j, :, out_rows, out_cols]
@@ -275,7 +273,8 @@ class Workspace:
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
         self._parts: dict[int, Workspace] = {}
-        self._padded_as: tuple[tuple[int, ...], Pads] | None = None  # what "padded"'s border was written for
+        # The shape and pads whose border "padded" last got (valid while that memory is kept).
+        self._padded_as: tuple[tuple[int, ...], Pads] | None = None
 
     def get(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised array of this shape and dtype, the same memory as last time if it fits."""
@@ -283,16 +282,15 @@ class Workspace:
         size = math.prod(shape)
         if array is None or array.dtype != dtype or array.size < size:
             array = self._arrays[name] = np.empty(size, dtype=dtype)
-            if name == "padded":
-                self._padded_as = None
         return array[:size].reshape(shape)
 
     def get_padded(self, shape: tuple[int, ...], dtype: np.dtype, pads: Pads) -> tuple[np.ndarray, bool]:
         """The buffer for an input zero-padded by ``pads``, and whether its border already holds the
         zeros: it does when the last call had the same shape and pads, since only the inside of
         the image is written from one call to the next. Saves the border's scattered writes."""
+        memory = self._arrays.get("padded")
         array = self.get("padded", shape, dtype)
-        border_ready = self._padded_as == (shape, pads)
+        border_ready = self._arrays["padded"] is memory and self._padded_as == (shape, pads)
         self._padded_as = (shape, pads)
         return array, border_ready
 
@@ -305,7 +303,6 @@ class Workspace:
     def clear(self) -> None:
         self._arrays.clear()
         self._parts.clear()
-        self._padded_as = None
 
 
 def zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

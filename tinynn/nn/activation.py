@@ -56,16 +56,23 @@ def relu_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
     Written as torch's ``threshold_backward``: ``where(y <= 0, 0, dY)``, so a NaN upstream gradient
     at an inactive unit still gives 0, and the result keeps the layout of its inputs.
     """
-    # dY * mask is branch-free, about 10x faster than np.where on a random mask (mispredicted
-    # branches); only a NaN or inf dY at an inactive unit (NaN * 0) needs the exact where, and
-    # NaN anywhere makes the minimum NaN (one pass, no temporary array).
     # A relu output is >= 0 or NaN, so "y != 0" is torch's "not y <= 0" in one comparison: a NaN
     # output passes dY on, as in torch.
+    return keep_where(output != 0, grad_output)
+
+
+def keep_where(keep: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """``np.where(keep, grad, 0)`` (broadcast), exactly, at the speed of ``keep * grad``.
+
+    The product is branch-free, about 10x faster than np.where on a random mask (mispredicted
+    branches). Only a NaN or inf in ``grad`` where ``keep`` is False (NaN * 0) needs the exact
+    where; NaN anywhere makes the minimum NaN (one pass, no temporary array).
+    """
     with np.errstate(invalid="ignore"):  # inf * 0 is NaN, replaced below; torch does not warn
-        grad_input = grad_output * (output != 0)
-    if grad_input.size and np.isnan(grad_input.min()):
-        grad_input = np.where(output <= 0, 0, grad_output)
-    return grad_input
+        kept = keep * grad
+    if kept.size and np.isnan(kept.min()):
+        kept = np.where(keep, grad, 0)
+    return kept
 
 
 def _softmax_dim(name: str, ndim: int, dim: int | None) -> int:

@@ -27,6 +27,7 @@ from tinynn.nn._window import (
     pool_geometry,
     zeros,
 )
+from tinynn.nn.activation import keep_where
 from tinynn.nn.module import Module
 
 
@@ -182,13 +183,9 @@ def _max_pool_grad(grad_output: np.ndarray, winner: np.ndarray, input_shape: tup
                    geometry: PoolGeometry) -> np.ndarray:
     grad = channels_last(grad_output)
     offsets = np.arange(geometry.kernel[0] * geometry.kernel[1], dtype=winner.dtype)
-    # grad_offsets[i, j] = dY where offset (i, j) won the window, else 0. dY * mask is branch-free,
-    # many times faster than np.where; only a NaN or inf dY (NaN * 0 at the losers) takes the exact
-    # where, which sends it to the winner alone, as torch does.
-    won = winner == offsets[:, None, None, None, None]
-    grad_offsets = won * grad
-    if grad_offsets.size and np.isnan(grad_offsets.min()):
-        grad_offsets = np.where(won, grad, 0)
+    # grad_offsets[i, j] = dY where offset (i, j) won the window, else 0 (a NaN or inf dY goes to the
+    # winner alone, as in torch).
+    grad_offsets = keep_where(winner == offsets[:, None, None, None, None], grad)
     return as_nchw(add_windows(grad_offsets.reshape(*geometry.kernel, *grad.shape), input_shape[2:],
                                geometry.stride, geometry.dilation, geometry.pads, overwrite=True))
 
