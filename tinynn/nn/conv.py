@@ -301,9 +301,8 @@ class Conv2d(Module):
 
     ``weight``: (out_channels, in_channels/groups, kh, kw), ``bias``: (out_channels,), both
     initialised as torch does: uniform in +-1/sqrt(fan_in), fan_in = in_channels/groups*kh*kw.
-    The backward of a large layer reads its input again (to rebuild the columns): change the input
-    in place between forward and backward and the gradients are wrong (torch refuses with an error;
-    tinynn does not check).
+    The backward of a large layer reads its input again (to rebuild the columns), so the input must
+    not change in place between forward and backward (see ``tinynn.nn.module``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,

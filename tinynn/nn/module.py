@@ -12,6 +12,10 @@ The protocol every module follows:
 
 Each forward can be backpropagated once: the saved values are released by the backward, as torch
 frees its graph. A module called twice before one backward only remembers the second call.
+The saved values are the arrays themselves, not copies (as in torch): change one in place
+between forward and backward (a Linear's input, a large Conv2d's input) and the gradients are
+computed from the changed values. torch catches that with a version counter on every tensor and
+raises an error; NumPy arrays have no such counter, so tinynn cannot check.
 """
 
 from __future__ import annotations
