@@ -284,3 +284,50 @@ def test_kaiming_uniform_bound_is_one_over_sqrt_fan_in_for_torch_default_a():
     bound = 1 / np.sqrt(50 * 9)
     assert np.abs(weight).max() <= bound
     assert np.abs(weight).max() > 0.99 * bound
+
+
+def _outcome(call):
+    """("ok", class name) or (error type, message): what a lookup gave, to hold torch's beside ours."""
+    try:
+        return "ok", type(call()).__name__
+    except Exception as error:  # the error itself is what is compared
+        return type(error).__name__, str(error)
+
+
+@pytest.mark.parametrize("target", ["", "0", "1", "1.0", "1.1", "2", "0.weight", "1.1.weight", "0.in_features"])
+def test_get_submodule_and_get_parameter_find_and_refuse_what_torch_does(target):
+    model = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.Linear(3, 1)))
+    tnn = torch.nn
+    torch_model = tnn.Sequential(tnn.Linear(2, 3), tnn.Sequential(tnn.ReLU(), tnn.Linear(3, 1)))
+    assert _outcome(lambda: model.get_submodule(target)) == _outcome(lambda: torch_model.get_submodule(target))
+    assert _outcome(lambda: model.get_parameter(target)) == _outcome(lambda: torch_model.get_parameter(target))
+    if target == "1.1.weight":
+        assert model.get_parameter(target) is model[1][1].weight
+
+
+def test_requires_grad_false_freezes_parameters_so_backward_and_sgd_leave_them():
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    before = {name: value.copy() for name, value in model.state_dict().items()}
+    assert model[0].requires_grad_(False) is model[0]
+    optimizer = tinynn.optim.SGD(model.parameters(), lr=0.1)
+    x = random_array(np.random.default_rng(0), (4, 3), dtype=np.float32)
+    model.backward(random_grad(np.random.default_rng(1), model(x).shape, dtype=np.float32))
+    optimizer.step()
+    assert model[0].weight.grad is None and model[0].bias.grad is None
+    assert model[1].weight.grad is not None
+    after = model.state_dict()
+    np.testing.assert_array_equal(after["0.weight"], before["0.weight"])
+    np.testing.assert_array_equal(after["0.bias"], before["0.bias"])
+    assert not np.array_equal(after["1.weight"], before["1.weight"])
+    assert model.requires_grad_() is model and all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("value", [1, 0, None, "yes"])
+def test_requires_grad_refuses_a_non_bool_like_torch_and_changes_nothing(value):
+    model = nn.Linear(2, 2)
+    with pytest.raises(TypeError) as ours:
+        model.requires_grad_(value)
+    with pytest.raises(TypeError) as theirs:
+        torch.nn.Linear(2, 2).requires_grad_(value)
+    assert str(ours.value) == str(theirs.value)
+    assert all(p.requires_grad for p in model.parameters())

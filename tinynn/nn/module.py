@@ -185,6 +185,36 @@ class Module:
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
+    def get_submodule(self, target: str) -> Module:
+        """The submodule at the dotted path ``target`` (``""`` is self), as ``named_modules`` names it."""
+        if target == "":
+            return self
+        module: Module = self
+        for item in target.split("."):
+            if not hasattr(module, item):
+                raise AttributeError(f"{type(module).__name__} has no attribute `{item}`")
+            module = getattr(module, item)
+            if not isinstance(module, Module):
+                raise AttributeError(f"`{item}` is not an nn.Module")
+        return module
+
+    def get_parameter(self, target: str) -> Parameter:
+        """The parameter at the dotted path ``target``, as ``named_parameters`` names it."""
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{type(module).__name__} has no attribute `{name}`")
+        param = getattr(module, name)
+        if not isinstance(param, Parameter):
+            raise AttributeError(f"`{name}` is not an nn.Parameter")
+        return param
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Set every parameter's ``requires_grad``; ``False`` freezes them: backward adds no grad."""
+        for param in self.parameters():
+            param.requires_grad_(requires_grad)
+        return self
+
     def apply(self, fn: Callable[[Module], None]) -> Module:
         for child in self.children():
             child.apply(fn)

@@ -48,6 +48,14 @@ class Parameter:
     def size(self, dim: int | None = None) -> Any:
         return self.data.shape if dim is None else self.data.shape[dim]
 
+    def requires_grad_(self, requires_grad: bool = True) -> Parameter:
+        """Set ``requires_grad`` in place and return self; ``False`` freezes it (backward adds nothing)."""
+        if not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad_(): argument 'requires_grad' (position 1) must be bool, "
+                            f"not {type(requires_grad).__name__}")
+        self.requires_grad = requires_grad
+        return self
+
     def accumulate_grad(self, grad: np.ndarray) -> None:
         """Add ``grad`` into ``self.grad`` (torch's ``AccumulateGrad``); the first one is copied."""
         if not self.requires_grad:
