@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -13,12 +14,15 @@ import torch.utils.data as torch_data
 import tinynn
 from tinynn.utils.data import (
     BatchSampler,
+    ConcatDataset,
     DataLoader,
     Dataset,
     RandomSampler,
     SequentialSampler,
+    Subset,
     TensorDataset,
     default_collate,
+    random_split,
 )
 
 
@@ -297,3 +301,84 @@ def test_dataloader_refuses_worker_processes_and_bad_generators() -> None:
         RandomSampler(range(3), num_samples=0)
     with pytest.raises(ValueError, match="num_samples=0"):
         DataLoader(TensorDataset(np.zeros((0, 2))), shuffle=True)
+
+
+# ------------------------------------------------------------------ ConcatDataset, Subset, random_split
+def _outcome(call):
+    """The value a call gave, or its error's type and message: ours and torch's side by side."""
+    try:
+        return "ok", call()
+    except Exception as error:  # the error itself is what is compared
+        return type(error).__name__, str(error)
+
+
+def test_concat_dataset_indexes_and_refuses_like_torch() -> None:
+    parts = [list(range(0, 3)), [], list(range(10, 14)), [99]]
+    ours, theirs = ConcatDataset(parts), torch_data.ConcatDataset(parts)
+    assert len(ours) == len(theirs) == 8 and ours.cumulative_sizes == theirs.cumulative_sizes
+    for index in range(-10, 10):
+        assert _outcome(lambda i=index: ours[i]) == _outcome(lambda i=index: theirs[i]), index
+    assert _outcome(lambda: ConcatDataset([])) == _outcome(lambda: torch_data.ConcatDataset([]))
+    first, second = datasets(3)[0], datasets(2, seed=1)[0]
+    joined = first + second
+    assert isinstance(joined, ConcatDataset) and len(joined) == 5
+    np.testing.assert_array_equal(joined[3][0], second[0][0])
+
+
+def test_subset_indexes_by_int_and_list_like_torch() -> None:
+    data, indices = list(range(100, 110)), [7, 2, 2, -1, 0]
+    ours, theirs = Subset(np.array(data), indices), torch_data.Subset(np.array(data), indices)
+    assert len(ours) == len(theirs) == 5
+    for index in [*range(-6, 6), [4, 0, 1]]:
+        kind, value = _outcome(lambda i=index: ours[i])
+        torch_kind, torch_value = _outcome(lambda i=index: theirs[i])
+        assert kind == torch_kind and np.array_equal(value, torch_value), index
+
+
+@pytest.mark.parametrize("n, lengths", [
+    (10, [3, 7]), (10, [0.3, 0.7]), (30, [0.3, 0.3, 0.4]), (7, [0.5, 0.5]), (11, [0.25] * 4),
+    (5, [1.0]), (3, [0.1, 0.1, 0.8]), (10, [4, 5]), (10, [0.6, 0.6]), (10, [1.5, -0.5]), (0, [0.5, 0.5]),
+])
+def test_random_split_sizes_and_errors_match_torch_and_partition_the_dataset(n: int, lengths: list) -> None:
+    with warnings.catch_warnings(record=True) as ours_warned:
+        warnings.simplefilter("always")
+        ours = _outcome(lambda: random_split(range(n), lengths, generator=0))
+    with warnings.catch_warnings(record=True) as torch_warned:
+        warnings.simplefilter("always")
+        theirs = _outcome(lambda: torch_data.random_split(range(n), lengths, generator=torch.Generator()))
+    assert [str(w.message) for w in ours_warned] == [str(w.message) for w in torch_warned]
+    assert ours[0] == theirs[0]
+    if ours[0] != "ok":
+        assert ours[1] == theirs[1]
+        return
+    assert [len(split) for split in ours[1]] == [len(split) for split in theirs[1]]
+    taken = [sample for split in ours[1] for sample in split]
+    assert sorted(taken) == list(range(n))  # every sample once: the splits do not overlap
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the zero-length warning, checked above
+        again = random_split(range(n), lengths, generator=np.random.default_rng(0))
+    assert [list(split) for split in again] == [list(split) for split in ours[1]]  # a seed reproduces it
+
+
+def test_random_split_refuses_negative_lengths_that_torch_lets_through() -> None:
+    with pytest.raises(ValueError, match=r"random_split: length at index 0 must be a non-negative int, got -2"):
+        random_split(range(5), [-2, 7])
+
+
+def test_loader_over_a_subset_gathers_the_batches_collating_gives_and_torch_gives() -> None:
+    ours, theirs = datasets(40, seed=5)
+    indices = [int(i) for i in np.random.default_rng(6).permutation(40)[:23]] + [-1, 3]
+    order = [int(i) for i in np.random.default_rng(7).permutation(25)]
+    fast = list(DataLoader(Subset(ours, indices), batch_size=4, sampler=order))
+    slow = list(DataLoader(Subset(ours, indices), batch_size=4, sampler=order, collate_fn=default_collate_copy))
+    torch_batches = list(torch_data.DataLoader(torch_data.Subset(theirs, indices), batch_size=4, sampler=order))
+    assert len(fast) == len(slow) == len(torch_batches) == 7
+    assert DataLoader(Subset(ours, indices), batch_size=4)._whole_batch_rows() is not None  # the one-gather road
+    for position, (batch, slow_batch, torch_batch) in enumerate(zip(fast, slow, torch_batches)):
+        assert_same_as_torch(batch, torch_batch, f"batch {position}")
+        assert_same_as_torch(slow_batch, torch_batch, f"collated batch {position}")
+
+
+def default_collate_copy(batch: list) -> object:
+    """default_collate behind another name, so that the loader collates sample by sample."""
+    return default_collate(batch)

@@ -2,9 +2,9 @@
 
 The loop is torch's single-process one: the batch sampler yields a list of indices, the dataset
 is asked for each sample, and ``collate_fn`` (``default_collate``) stacks them. One shortcut
-keeps it fast: for a ``TensorDataset`` with the default collate, a batch is gathered with a single
-fancy index per array (``dataset[index_array]``), which gives exactly what stacking the samples
-one by one would, without ``batch_size`` Python-level item calls.
+keeps it fast: for a ``TensorDataset`` (or a ``Subset`` of one) with the default collate, a batch
+is gathered with a single fancy index per array (``dataset[index_array]``), which gives exactly
+what stacking the samples one by one would, without ``batch_size`` Python-level item calls.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tinynn.utils.data.dataset import Dataset, TensorDataset
+from tinynn.utils.data.dataset import Dataset, Subset, TensorDataset
 from tinynn.utils.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
 
 # dtype strings of arrays that cannot be stacked into a numeric batch (bytes, str, object).
@@ -195,28 +195,41 @@ class DataLoader:
     def __len__(self) -> int:
         return len(self.batch_sampler if self._auto_collation else self.sampler)
 
-    def _gathers_whole_batches(self) -> bool:
-        """True when one fancy index per array builds the same batch as collating the samples."""
-        return (self._auto_collation and self.collate_fn is default_collate
-                and isinstance(self.dataset, TensorDataset)
-                and type(self.dataset).__getitem__ is TensorDataset.__getitem__  # no subclass transforms
-                and all(array.dtype.kind in "biufc" for array in self.dataset.tensors))
+    def _whole_batch_rows(self) -> tuple[TensorDataset, np.ndarray | None] | None:
+        """Where one fancy index per array builds the same batch as collating the samples: the
+        TensorDataset to index, and the map from this dataset's indices to its rows (a Subset's
+        indices; None for the TensorDataset itself). None where samples must be collated."""
+        if not (self._auto_collation and self.collate_fn is default_collate):
+            return None
+        dataset, rows = self.dataset, None
+        if type(dataset) is Subset:
+            dataset, rows = dataset.dataset, np.asarray(dataset.indices)
+            if rows.ndim != 1 or (rows.dtype.kind not in "iu" and rows.size):
+                return None
+        if (isinstance(dataset, TensorDataset)
+                and type(dataset).__getitem__ is TensorDataset.__getitem__  # no subclass transforms
+                and all(array.dtype.kind in "biufc" for array in dataset.tensors)):
+            return dataset, rows
+        return None
 
     def __iter__(self) -> Iterator[Any]:
         if not self._auto_collation:
             for index in self.sampler:
                 yield self.collate_fn(self.dataset[index])
             return
-        if not self._gathers_whole_batches():
+        source = self._whole_batch_rows()
+        if source is None:
             for indices in self.batch_sampler:
                 yield self.collate_fn([self.dataset[index] for index in indices])
             return
+        tensors, rows = source
         if isinstance(self.batch_sampler, BatchSampler):
             index_batches = self.batch_sampler.index_batches()
         else:
             index_batches = (np.asarray(indices) for indices in self.batch_sampler)
         for indices in index_batches:
             if indices.ndim == 1 and indices.dtype.kind in "iu" and len(indices) > 0:
-                yield list(self.dataset[indices])  # a list, as default_collate makes of tuple samples
+                # A list, as default_collate makes of tuple samples.
+                yield list(tensors[indices if rows is None else rows[indices]])
             else:  # not a plain batch of integer indices: take torch's road and its errors
                 yield self.collate_fn([self.dataset[index] for index in indices])

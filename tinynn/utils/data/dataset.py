@@ -1,10 +1,19 @@
-"""Dataset (anything indexable with a length) and TensorDataset (rows of same-length arrays)."""
+"""Dataset (anything indexable with a length), TensorDataset (rows of same-length arrays), and
+the ways to combine them: ConcatDataset, Subset and random_split, as in ``torch.utils.data``."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
+import warnings
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+from tinynn._random import default_generator
+from tinynn.utils.data.sampler import _as_generator
 
 
 class Dataset:
@@ -15,6 +24,9 @@ class Dataset:
 
     def __getitem__(self, index: Any) -> Any:
         raise NotImplementedError("Subclasses of Dataset should implement __getitem__.")
+
+    def __add__(self, other: Dataset) -> ConcatDataset:
+        return ConcatDataset([self, other])
 
 
 class TensorDataset(Dataset):
@@ -49,3 +61,74 @@ class TensorDataset(Dataset):
 
     def __len__(self) -> int:
         return self.tensors[0].shape[0]
+
+
+class ConcatDataset(Dataset):
+    """Datasets one after another: index ``i`` is in the first dataset whose cumulative size passes it."""
+
+    def __init__(self, datasets: Iterable[Any]) -> None:
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise AssertionError("datasets should not be an empty iterable")
+        self.cumulative_sizes = list(itertools.accumulate(len(dataset) for dataset in self.datasets))
+
+    def __len__(self) -> int:
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, idx: int) -> Any:
+        if idx < 0:
+            if -idx > len(self):
+                raise ValueError("absolute value of index should not exceed dataset length")
+            idx = len(self) + idx
+        which = bisect.bisect_right(self.cumulative_sizes, idx)  # past the end: IndexError, as in torch
+        return self.datasets[which][idx - (self.cumulative_sizes[which - 1] if which else 0)]
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices``, in that order: ``subset[i] == dataset[indices[i]]``."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = indices
+
+    def __getitem__(self, idx: Any) -> Any:
+        if isinstance(idx, list):
+            return self.dataset[[self.indices[i] for i in idx]]
+        return self.dataset[self.indices[idx]]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def random_split(dataset: Any, lengths: Sequence[int | float],
+                 generator: np.random.Generator | int | None = None) -> list[Subset]:
+    """Split ``dataset`` into non-overlapping random Subsets of the given lengths.
+
+    Fractions that sum to 1 become ``floor(fraction * len(dataset))`` each, the remainder then
+    handed out one by one from the first split on (torch's rule). ``generator``: a NumPy
+    Generator or an int seed; ``None`` draws from tinynn's global one (``tinynn.manual_seed``).
+    torch draws its permutation from its own generator, so the same seed picks other samples.
+    """
+    size = len(dataset)
+    if math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
+        for i, fraction in enumerate(lengths):
+            if fraction < 0 or fraction > 1:
+                raise ValueError(f"Fraction at index {i} is not between 0 and 1")
+        counts = [math.floor(size * fraction) for fraction in lengths]
+        for i in range(size - sum(counts)):
+            counts[i % len(counts)] += 1
+        for i, count in enumerate(counts):
+            if count == 0:
+                warnings.warn(f"Length of split at index {i} is 0. This might result in an empty dataset.",
+                              stacklevel=2)
+        lengths = counts
+    if sum(lengths) != size:
+        raise ValueError("Sum of input lengths does not equal the length of the input dataset!")
+    # torch does not check these; a negative length would silently make overlapping subsets.
+    for i, length in enumerate(lengths):
+        if not isinstance(length, (int, np.integer)) or length < 0:
+            raise ValueError(f"random_split: length at index {i} must be a non-negative int, got {length!r}")
+    generator = _as_generator(generator) or default_generator()
+    order = generator.permutation(size).tolist()
+    ends = list(itertools.accumulate(lengths))
+    return [Subset(dataset, order[end - length:end]) for end, length in zip(ends, lengths, strict=True)]
