@@ -161,11 +161,14 @@ def assert_module_steps_match_torch(module: Any, torch_module: torch.nn.Module, 
     assert_grads_match(module, torch_module, terms=grad_terms)
 
 
-def assert_grads_match(module: Any, torch_module: torch.nn.Module, prefix: str = "", terms: float = 0.0) -> None:
-    """Every parameter's ``.grad`` in a tinynn module against the torch module's, by dotted name."""
+def assert_grads_match(module: Any, torch_module: torch.nn.Module, prefix: str = "",
+                       terms: float | dict[str, float] = 0.0) -> None:
+    """Every parameter's ``.grad`` in a tinynn module against the torch module's, by dotted name;
+    ``terms``: one size for all, or one per parameter name."""
     expected = dict(torch_module.named_parameters())
     for name, param in module.named_parameters():
-        assert_matches(param.grad, expected[name].grad, f"{prefix}{name}.grad", terms)
+        size = terms[name] if isinstance(terms, dict) else terms
+        assert_matches(param.grad, expected[name].grad, f"{prefix}{name}.grad", size)
 
 
 # ---------------------------------------------------------------------------------- strategies
