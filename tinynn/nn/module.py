@@ -187,27 +187,15 @@ class Module:
 
     def get_submodule(self, target: str) -> Module:
         """The submodule at the dotted path ``target`` (``""`` is self), as ``named_modules`` names it."""
-        if target == "":
-            return self
         module: Module = self
-        for item in target.split("."):
-            if not hasattr(module, item):
-                raise AttributeError(f"{type(module).__name__} has no attribute `{item}`")
-            module = getattr(module, item)
-            if not isinstance(module, Module):
-                raise AttributeError(f"`{item}` is not an nn.Module")
+        for item in target.split(".") if target else ():
+            module = _lookup(module, item, Module, "nn.Module")
         return module
 
     def get_parameter(self, target: str) -> Parameter:
         """The parameter at the dotted path ``target``, as ``named_parameters`` names it."""
         module_path, _, name = target.rpartition(".")
-        module = self.get_submodule(module_path)
-        if not hasattr(module, name):
-            raise AttributeError(f"{type(module).__name__} has no attribute `{name}`")
-        param = getattr(module, name)
-        if not isinstance(param, Parameter):
-            raise AttributeError(f"`{name}` is not an nn.Parameter")
-        return param
+        return _lookup(self.get_submodule(module_path), name, Parameter, "nn.Parameter")
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         """Set every parameter's ``requires_grad``; ``False`` freezes them: backward adds no grad."""
@@ -313,3 +301,13 @@ class Module:
             else:
                 main += "\n  " + "\n  ".join(lines) + "\n"
         return main + ")"
+
+
+def _lookup(owner: Module, name: str, kind: type, kind_name: str) -> Any:
+    """``owner.name``, refused with torch's words when it is missing or not a ``kind``."""
+    if not hasattr(owner, name):
+        raise AttributeError(f"{type(owner).__name__} has no attribute `{name}`")
+    value = getattr(owner, name)
+    if not isinstance(value, kind):
+        raise AttributeError(f"`{name}` is not an {kind_name}")
+    return value
