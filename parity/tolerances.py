@@ -39,3 +39,11 @@ PARITY_F32_ATOL = 1e-5
 # apart in loss after two epochs), so independent runs are compared statistically: final
 # validation accuracy within one percentage point.
 PARITY_F32_ACCURACY_POINTS = 0.01
+
+# Random init against torch: both libraries draw their own numbers, so only the distributions can
+# match. With N = 120,000 draws, a sample's std has a relative standard error of 1/sqrt(2N) = 0.2%,
+# so two samples' stds differ by about 0.3%: 2% is over six standard errors, and any wrong
+# formula (fan_in for fan_out, a missing sqrt(3) or gain) is off by 15% or more.
+INIT_STD_RTOL = 0.02
+# The largest |value| of N uniform draws misses the bound by about bound / N (1e-5 of it here).
+INIT_BOUND_RTOL = 1e-3

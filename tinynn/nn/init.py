@@ -3,11 +3,17 @@
 torch's default for Linear and Conv2d is ``kaiming_uniform_(weight, a=sqrt(5))``: with
 gain = sqrt(2 / (1 + a^2)) = sqrt(1/3) the bound gain * sqrt(3 / fan_in) is exactly
 1 / sqrt(fan_in), and the bias is uniform in +-1/sqrt(fan_in) too.
+
+Every function fills its array (or Parameter) in place, keeps its dtype and returns it. The
+random ones draw from ``generator`` (a ``numpy.random.Generator``) or, by default, tinynn's
+global one (``tinynn.manual_seed``). torch's generator draws other numbers, so only the
+distributions match torch's.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -15,6 +21,7 @@ from tinynn._random import default_generator
 from tinynn.nn.parameter import Parameter
 
 ArrayLike = np.ndarray | Parameter
+_LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 
 
 def _array(tensor: ArrayLike) -> np.ndarray:
@@ -30,46 +37,103 @@ def _calculate_fan_in_and_fan_out(tensor: ArrayLike) -> tuple[int, int]:
     return shape[1] * receptive_field, shape[0] * receptive_field
 
 
+def _calculate_correct_fan(tensor: ArrayLike, mode: str) -> int:
+    mode = mode.lower()
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"Mode {mode} not supported, please use one of ['fan_in', 'fan_out']")
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return fan_in if mode == "fan_in" else fan_out
+
+
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
-    """Recommended gain for a nonlinearity (the subset of torch's table that tinynn uses)."""
-    if nonlinearity in ("linear", "conv2d", "sigmoid"):
+    """The gain that keeps activations' variance through ``nonlinearity`` (torch's table)."""
+    if nonlinearity in _LINEAR or nonlinearity == "sigmoid":
         return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
     if nonlinearity == "relu":
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
-        slope = 0.01 if param is None else param
+        if param is None:
+            slope = 0.01
+        elif isinstance(param, (int, float)) and not isinstance(param, bool):
+            slope = param
+        else:
+            raise ValueError(f"negative_slope {param} not a valid number")
         return math.sqrt(2.0 / (1 + slope**2))
-    if nonlinearity == "tanh":
-        return 5.0 / 3
+    if nonlinearity == "selu":
+        return 3.0 / 4  # torch's value, found empirically
     raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
 
 
-def uniform_(tensor: ArrayLike, a: float = 0.0, b: float = 1.0) -> ArrayLike:
-    """Fill in place with U(a, b), keeping the array's dtype."""
+def uniform_(tensor: ArrayLike, a: float = 0.0, b: float = 1.0,
+             generator: np.random.Generator | None = None) -> ArrayLike:
+    """Fill with U(a, b)."""
     array = _array(tensor)
-    array[...] = default_generator().uniform(a, b, size=array.shape)
+    array[...] = (generator or default_generator()).uniform(a, b, size=array.shape)
     return tensor
 
 
-def normal_(tensor: ArrayLike, mean: float = 0.0, std: float = 1.0) -> ArrayLike:
-    """Fill in place with N(mean, std^2), keeping the array's dtype."""
+def normal_(tensor: ArrayLike, mean: float = 0.0, std: float = 1.0,
+            generator: np.random.Generator | None = None) -> ArrayLike:
+    """Fill with N(mean, std^2)."""
     array = _array(tensor)
-    array[...] = default_generator().normal(mean, std, size=array.shape)
+    array[...] = (generator or default_generator()).normal(mean, std, size=array.shape)
     return tensor
+
+
+def constant_(tensor: ArrayLike, val: float) -> ArrayLike:
+    _array(tensor)[...] = val
+    return tensor
+
+
+def ones_(tensor: ArrayLike) -> ArrayLike:
+    return constant_(tensor, 1.0)
 
 
 def zeros_(tensor: ArrayLike) -> ArrayLike:
-    _array(tensor)[...] = 0
+    return constant_(tensor, 0.0)
+
+
+def eye_(tensor: ArrayLike) -> ArrayLike:
+    """The identity matrix (ones on the main diagonal of a 2-D array, also a non-square one)."""
+    array = _array(tensor)
+    if array.ndim != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    array[...] = np.eye(*array.shape)
     return tensor
 
 
-def kaiming_uniform_(
-    tensor: ArrayLike, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"
-) -> ArrayLike:
-    """U(-bound, bound) with bound = gain * sqrt(3 / fan), gain = calculate_gain(nonlinearity, a)."""
+def xavier_uniform_(tensor: ArrayLike, gain: float = 1.0, generator: np.random.Generator | None = None) -> ArrayLike:
+    """U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)): the variance 2 / (fan_in + fan_out) times gain^2."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"Mode {mode} not supported, please use one of fan_in, fan_out")
-    fan = fan_in if mode == "fan_in" else fan_out
-    bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / fan) if fan else 0.0
-    return uniform_(tensor, -bound, bound)
+    bound = math.sqrt(3.0) * gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    return uniform_(tensor, -bound, bound, generator)
+
+
+def xavier_normal_(tensor: ArrayLike, gain: float = 1.0, generator: np.random.Generator | None = None) -> ArrayLike:
+    """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)), generator)
+
+
+def _kaiming_std(tensor: ArrayLike, a: float, mode: str, nonlinearity: str) -> float | None:
+    """gain / sqrt(fan), or None (after torch's warning) for a zero-element array, left as it is."""
+    if 0 in _array(tensor).shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return None
+    return calculate_gain(nonlinearity, a) / math.sqrt(_calculate_correct_fan(tensor, mode))
+
+
+def kaiming_uniform_(tensor: ArrayLike, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
+                     generator: np.random.Generator | None = None) -> ArrayLike:
+    """U(-bound, bound), bound = sqrt(3) * gain / sqrt(fan), gain = calculate_gain(nonlinearity, a)."""
+    std = _kaiming_std(tensor, a, mode, nonlinearity)
+    return tensor if std is None else uniform_(tensor, -math.sqrt(3.0) * std, math.sqrt(3.0) * std, generator)
+
+
+def kaiming_normal_(tensor: ArrayLike, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
+                    generator: np.random.Generator | None = None) -> ArrayLike:
+    """N(0, std^2), std = gain / sqrt(fan), gain = calculate_gain(nonlinearity, a)."""
+    std = _kaiming_std(tensor, a, mode, nonlinearity)
+    return tensor if std is None else normal_(tensor, 0.0, std, generator)

@@ -1,0 +1,120 @@
+"""tinynn.nn.init against torch.nn.init: exact fills exactly, random fills by their distributions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import tinynn
+from parity.tolerances import INIT_BOUND_RTOL, INIT_STD_RTOL
+from tinynn import nn
+from tinynn.nn import init
+
+SHAPES = [(400, 300), (200, 60, 3, 3), (30, 4000)]  # 120,000 draws each; fan_in != fan_out
+
+
+def _both(name: str, shape: tuple[int, ...], *args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    ours = getattr(init, name)(np.empty(shape, np.float32), *args, generator=np.random.default_rng(0), **kwargs)
+    theirs = getattr(torch.nn.init, name)(torch.empty(shape), *args, generator=torch.Generator().manual_seed(0),
+                                          **kwargs)
+    return ours, theirs.numpy()
+
+
+def _outcome(call):
+    """The value a call gave, or its error's type and message: ours and torch's side by side."""
+    try:
+        return "ok", call()
+    except Exception as error:  # the error itself is what is compared
+        return type(error).__name__, str(error)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name, args, kwargs", [
+    ("xavier_uniform_", (), {}), ("xavier_uniform_", (0.5,), {}),
+    ("kaiming_uniform_", (), {}), ("kaiming_uniform_", (), {"a": math.sqrt(5)}),
+    ("kaiming_uniform_", (), {"mode": "fan_out", "nonlinearity": "relu"}),
+])
+def test_uniform_inits_reach_torchs_bound_and_spread(name, args, kwargs, shape):
+    ours, theirs = _both(name, shape, *args, **kwargs)
+    assert ours.dtype == np.float32
+    bound = np.abs(theirs).max()
+    assert abs(np.abs(ours).max() / bound - 1) < INIT_BOUND_RTOL
+    assert abs(ours.std() / theirs.std() - 1) < INIT_STD_RTOL
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name, args, kwargs", [
+    ("xavier_normal_", (), {}), ("xavier_normal_", (2.0,), {}),
+    ("kaiming_normal_", (), {}), ("kaiming_normal_", (), {"mode": "fan_out", "nonlinearity": "relu"}),
+    ("kaiming_normal_", (), {"a": 0.2, "mode": "FAN_IN"}),
+])
+def test_normal_inits_have_torchs_spread(name, args, kwargs, shape):
+    ours, theirs = _both(name, shape, *args, **kwargs)
+    assert ours.dtype == np.float32
+    assert abs(ours.std() / theirs.std() - 1) < INIT_STD_RTOL
+    assert abs(ours.mean()) < 5 * theirs.std() / math.sqrt(ours.size)  # five standard errors of the mean
+
+
+@pytest.mark.parametrize("name, args", [("constant_", (0.25,)), ("ones_", ()), ("zeros_", ()), ("eye_", ())])
+@pytest.mark.parametrize("shape", [(3, 5), (4, 4), (2, 3, 4)])
+def test_exact_fills_equal_torchs_and_refuse_what_it_refuses(name, args, shape):
+    ours = _outcome(lambda: getattr(init, name)(np.full(shape, 7.0, np.float32), *args))
+    theirs = _outcome(lambda: getattr(torch.nn.init, name)(torch.full(shape, 7.0), *args).numpy())
+    assert ours[0] == theirs[0]
+    if ours[0] == "ok":
+        assert ours[1].dtype == np.float32
+        np.testing.assert_array_equal(ours[1], theirs[1])
+    else:
+        assert ours[1] == theirs[1]
+
+
+def test_inits_fill_a_parameter_in_place_and_return_it():
+    weight = nn.Parameter(np.zeros((3, 4), np.float32))
+    data = weight.data
+    assert init.xavier_uniform_(weight) is weight and weight.data is data and np.abs(data).max() > 0
+    assert init.eye_(weight) is weight
+    np.testing.assert_array_equal(data, np.eye(3, 4))
+
+
+@pytest.mark.parametrize("nonlinearity, param", [
+    ("linear", None), ("conv1d", None), ("conv_transpose3d", None), ("sigmoid", None), ("tanh", None),
+    ("relu", None), ("leaky_relu", None), ("leaky_relu", 0.2), ("leaky_relu", 3), ("leaky_relu", True),
+    ("leaky_relu", "0.2"), ("selu", None), ("gelu", None),
+])
+def test_calculate_gain_gives_torchs_table_and_errors(nonlinearity, param):
+    ours = _outcome(lambda: init.calculate_gain(nonlinearity, param))
+    theirs = _outcome(lambda: torch.nn.init.calculate_gain(nonlinearity, param))
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("call", [
+    lambda lib, t: lib.kaiming_uniform_(t, mode="fan_avg"),
+    lambda lib, t: lib.kaiming_normal_(t[0], mode="fan_in"),
+    lambda lib, t: lib.xavier_uniform_(t[0]),
+])
+def test_fan_errors_match_torch(call):
+    ours = _outcome(lambda: call(init, np.empty((3, 4), np.float32)))
+    theirs = _outcome(lambda: call(torch.nn.init, torch.empty(3, 4)))
+    assert ours[0] == theirs[0] == "ValueError" and ours[1] == theirs[1]
+
+
+@pytest.mark.parametrize("name", ["kaiming_uniform_", "kaiming_normal_"])
+def test_kaiming_on_zero_elements_warns_like_torch_and_leaves_it(name):
+    with pytest.warns(UserWarning, match="Initializing zero-element tensors is a no-op"):
+        getattr(torch.nn.init, name)(torch.empty(0, 3))
+    array = np.empty((0, 3), np.float32)
+    with pytest.warns(UserWarning, match="Initializing zero-element tensors is a no-op"):
+        assert getattr(init, name)(array) is array
+
+
+def test_a_generator_or_the_global_seed_makes_inits_reproducible():
+    first = init.kaiming_normal_(np.empty((5, 6)), generator=np.random.default_rng(11))
+    second = init.kaiming_normal_(np.empty((5, 6)), generator=np.random.default_rng(11))
+    np.testing.assert_array_equal(first, second)
+    tinynn.manual_seed(4)
+    third = init.xavier_normal_(np.empty((5, 6)))
+    tinynn.manual_seed(4)
+    np.testing.assert_array_equal(init.xavier_normal_(np.empty((5, 6))), third)
