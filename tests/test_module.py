@@ -331,3 +331,58 @@ def test_requires_grad_refuses_a_non_bool_like_torch_and_changes_nothing(value):
         torch.nn.Linear(2, 2).requires_grad_(value)
     assert str(ours.value) == str(theirs.value)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def _children(model) -> list[tuple[str, str]]:
+    return [(name, type(child).__name__) for name, child in model.named_children()]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda lib, s: s.__setitem__(1, lib.Flatten()),
+    lambda lib, s: s.__setitem__(-1, lib.Flatten()),
+    lambda lib, s: s.__setitem__(3, lib.Flatten()),
+    lambda lib, s: s.__setitem__(0, 5),
+    lambda lib, s: s.__setitem__(1.0, lib.Flatten()),
+    lambda lib, s: s.__delitem__(0),
+    lambda lib, s: s.__delitem__(slice(0, 2)),
+    lambda lib, s: s.__delitem__(-4),
+    lambda lib, s: s.insert(1, lib.Flatten()),
+    lambda lib, s: s.insert(-1, lib.Flatten()),
+    lambda lib, s: s.insert(3, lib.Flatten()),
+    lambda lib, s: s.insert(4, lib.Flatten()),
+    lambda lib, s: s.extend([lib.Flatten(), lib.ReLU()]),
+    lambda lib, s: s.pop(1),
+    lambda lib, s: s.pop(slice(1, None)),
+    lambda lib, s: s.__iadd__(lib.Sequential(lib.Flatten())),
+    lambda lib, s: s.__iadd__([lib.Flatten()]),
+])
+def test_sequential_edits_name_children_and_refuse_like_torch(edit):
+    ours = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    theirs = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    outcomes = []
+    for lib, model in ((nn, ours), (torch.nn, theirs)):
+        try:
+            result = edit(lib, model)
+            outcomes.append(("ok", type(result).__name__))
+        except Exception as error:  # the error itself is what is compared
+            outcomes.append((type(error).__name__, str(error).replace("torch.nn", "tinynn.nn")))
+    assert outcomes[0][0] == outcomes[1][0]
+    if outcomes[0][0] == "ok":
+        assert _children(ours) == _children(theirs)
+        assert list(ours.state_dict()) == list(theirs.state_dict())
+    elif outcomes[0][0] != "AssertionError":  # torch's insert names its own Module class
+        assert outcomes[0][1] == outcomes[1][1]
+
+
+def test_sequential_plus_sequential_is_a_new_chain_that_still_backpropagates():
+    first, second = nn.Sequential(nn.Linear(2, 3)), nn.Sequential(nn.ReLU(), nn.Linear(3, 1))
+    model = first + second
+    assert _children(model) == [("0", "Linear"), ("1", "ReLU"), ("2", "Linear")] and len(first) == 1
+    assert model[0] is first[0] and model[2] is second[1]
+    with pytest.raises(ValueError, match="add operator supports only objects of Sequential class"):
+        first + nn.ReLU()
+    model.double()
+    rng = np.random.default_rng(0)
+    x, grad_output = random_array(rng, (4, 2)), random_grad(rng, (4, 1))
+    model(x)
+    check_grad(lambda value: model(value), x, grad_output, model.backward(grad_output))
