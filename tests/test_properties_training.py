@@ -123,14 +123,18 @@ def loader_cases(draw: st.DrawFn) -> dict:
     labels = rng.integers(0, 10, size=length)
     if draw(st.booleans()):  # as Python floats in a list dataset: collated to float64 by both
         labels = labels.astype(np.float64)
+    subset = None
+    if length and draw(st.booleans()):  # a Subset: indices with repeats and negative ones, in any order
+        subset = [int(i) for i in rng.integers(-length, length, size=draw(st.integers(0, 2 * length)))]
+    visible = length if subset is None else len(subset)
     batch_size = draw(st.none() | st.integers(1, 7))
     order = draw(st.sampled_from(["default", "shuffle", "list", "tensor"]))
     sampler = None
     if order in ("list", "tensor"):  # a given order: a permutation, a subset, or with repeats
-        sampler = rng.choice(length, size=draw(st.integers(0, 2 * length)), replace=True) if length else []
+        sampler = rng.choice(visible, size=draw(st.integers(0, 2 * visible)), replace=True) if visible else []
         sampler = [int(i) for i in sampler] if order == "list" else torch.as_tensor(np.asarray(sampler, dtype=np.int64))
-    return dict(features=features, labels=labels, batch_size=batch_size, sampler=sampler,
-                shuffle=order == "shuffle" and length > 0, as_list=draw(st.booleans()),
+    return dict(features=features, labels=labels, batch_size=batch_size, sampler=sampler, subset=subset,
+                shuffle=order == "shuffle" and visible > 0, as_list=draw(st.booleans()),
                 drop_last=batch_size is not None and draw(st.booleans()))
 
 
@@ -141,6 +145,9 @@ def _loaders(case: dict):
     else:
         dataset = data.TensorDataset(features, labels)
         torch_dataset = torch.utils.data.TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))
+    if case["subset"] is not None:
+        dataset = data.Subset(dataset, case["subset"])
+        torch_dataset = torch.utils.data.Subset(torch_dataset, case["subset"])
     kwargs = dict(batch_size=case["batch_size"], shuffle=case["shuffle"], drop_last=case["drop_last"])
     ours = data.DataLoader(dataset, sampler=case["sampler"], generator=np.random.default_rng(0), **kwargs)
     return ours, torch.utils.data.DataLoader(torch_dataset, sampler=case["sampler"], **kwargs)
