@@ -386,3 +386,33 @@ def test_sequential_plus_sequential_is_a_new_chain_that_still_backpropagates():
     x, grad_output = random_array(rng, (4, 2)), random_grad(rng, (4, 1))
     model(x)
     check_grad(lambda value: model(value), x, grad_output, model.backward(grad_output))
+
+
+def _tied(lib):
+    """A module shared by two places of a Sequential, and a weight tied between two Linears."""
+    shared, first, second = lib.Linear(2, 2), lib.Linear(2, 2), lib.Linear(2, 2)
+    second.weight = first.weight
+    return lib.Sequential(shared, lib.ReLU(), shared, first, second)
+
+
+def test_shared_modules_and_tied_weights_are_named_and_saved_as_torch_does():
+    ours, theirs = _tied(nn), _tied(torch.nn)
+    for remove_duplicate in (True, False):
+        assert ([name for name, _ in ours.named_modules(remove_duplicate=remove_duplicate)]
+                == [name for name, _ in theirs.named_modules(remove_duplicate=remove_duplicate)])
+        assert ([name for name, _ in ours.named_parameters(remove_duplicate=remove_duplicate)]
+                == [name for name, _ in theirs.named_parameters(remove_duplicate=remove_duplicate)])
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert len(list(ours.parameters())) == len(list(theirs.parameters())) == 5
+
+
+def test_a_tied_model_loads_torchs_state_dict_and_names_a_missing_tied_key_as_torch_does():
+    ours, theirs = _tied(nn), _tied(torch.nn)
+    ours.load_state_dict(theirs.state_dict())
+    for name, value in theirs.state_dict().items():
+        np.testing.assert_array_equal(ours.state_dict()[name], value.numpy(), err_msg=name)
+    partial = {k: v for k, v in theirs.state_dict().items() if k != "4.weight"}
+    ours_result = ours.load_state_dict(partial, strict=False)
+    assert ours_result.missing_keys == theirs.load_state_dict(partial, strict=False).missing_keys == ["4.weight"]
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "4.weight"'):
+        ours.load_state_dict(partial)

@@ -151,11 +151,19 @@ class Module:
     register_module = add_module
 
     # ------------------------------------------------------------------ traversal
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+    def named_modules(self, memo: set[int] | None = None, prefix: str = "",
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
+        """(dotted name, module) for self and every descendant, depth first; a module that is a
+        child in several places appears once unless ``remove_duplicate`` is False (torch's rule)."""
+        if remove_duplicate:
+            memo = set() if memo is None else memo
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
-                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+                yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
 
     def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
@@ -170,15 +178,19 @@ class Module:
         for _, child in self.named_children():
             yield child
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
-        """(dotted name, Parameter) pairs in registration order; a shared Parameter appears once."""
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, Parameter) pairs in registration order; a shared Parameter appears once,
+        under its first name, unless ``remove_duplicate`` is False."""
         seen: set[int] = set()
-        modules = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse
+                   else iter([(prefix, self)]))
         for module_prefix, module in modules:
             for name, param in module._parameters.items():
                 if param is None or id(param) in seen:
                     continue
-                seen.add(id(param))
+                if remove_duplicate:
+                    seen.add(id(param))
                 yield (f"{module_prefix}.{name}" if module_prefix else name), param
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
@@ -211,8 +223,11 @@ class Module:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Parameter arrays by torch's dotted names (``0.weight``); the arrays are shared, not copied."""
-        return OrderedDict((name, param.data) for name, param in self.named_parameters())
+        """Parameter arrays by torch's dotted names (``0.weight``); the arrays are shared, not copied.
+
+        As in torch, a parameter shared by several modules is listed under each of its names.
+        """
+        return OrderedDict((name, param.data) for name, param in self.named_parameters(remove_duplicate=False))
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> _IncompatibleKeys:
         """Copy values into the existing parameter arrays (keeping their dtype).
@@ -221,7 +236,7 @@ class Module:
         unexpected keys are errors when ``strict``. Everything is checked before anything is
         written, so a failed load leaves the module unchanged.
         """
-        own = dict(self.named_parameters())
+        own = dict(self.named_parameters(remove_duplicate=False))  # every name a shared one has, as torch
         missing = [key for key in own if key not in state_dict]
         unexpected = [key for key in state_dict if key not in own]
         errors = []
