@@ -416,3 +416,24 @@ def test_a_tied_model_loads_torchs_state_dict_and_names_a_missing_tied_key_as_to
     assert ours_result.missing_keys == theirs.load_state_dict(partial, strict=False).missing_keys == ["4.weight"]
     with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "4.weight"'):
         ours.load_state_dict(partial)
+
+
+def test_a_module_used_twice_refuses_backward_and_tied_twins_give_torchs_gradients():
+    rng = np.random.default_rng(3)
+    x, grad_output = random_array(rng, (4, 3)), random_grad(rng, (4, 3))
+    shared = nn.Linear(3, 3).double()
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    model(x)
+    with pytest.raises(RuntimeError, match="child 2 is child 0 again"):
+        model.backward(grad_output)
+    torch_shared = torch.nn.Linear(3, 3).double()
+    x_t = torch.tensor(x, requires_grad=True)
+    torch.nn.Sequential(torch_shared, torch.nn.ReLU(), torch_shared)(x_t).backward(torch.tensor(grad_output))
+    first, second = nn.Linear(3, 3).double(), nn.Linear(3, 3).double()
+    first.load_state_dict(torch_shared.state_dict())
+    second.weight, second.bias = first.weight, first.bias
+    twins = nn.Sequential(first, nn.ReLU(), second)
+    twins(x)
+    assert_close(twins.backward(grad_output), x_t.grad, rtol=TORCH_F64_RTOL, name="grad_input")
+    assert_close(first.weight.grad, torch_shared.weight.grad, rtol=TORCH_F64_RTOL, name="weight.grad")
+    assert_close(first.bias.grad, torch_shared.bias.grad, rtol=TORCH_F64_RTOL, name="bias.grad")

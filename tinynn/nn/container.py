@@ -36,6 +36,16 @@ class Sequential(Module):
 
     def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
         modules = list(self._modules.values())
+        if len({id(module) for module in modules}) < len(modules):
+            names = {}
+            for name, module in self._modules.items():
+                if id(module) in names:
+                    raise RuntimeError(
+                        f"Sequential.backward: child {name} is child {names[id(module)]} again. A tinynn module keeps "
+                        "one forward's values for its backward, so one used twice in a forward cannot be "
+                        "backpropagated (torch's autograd can). Use two modules sharing the weights instead: "
+                        "second.weight = first.weight")
+                names[id(module)] = name
         for module in reversed(modules[1:]):
             grad_output = module.backward(grad_output)
         if not modules:
