@@ -437,3 +437,25 @@ def test_a_module_used_twice_refuses_backward_and_tied_twins_give_torchs_gradien
     assert_close(twins.backward(grad_output), x_t.grad, rtol=TORCH_F64_RTOL, name="grad_input")
     assert_close(first.weight.grad, torch_shared.weight.grad, rtol=TORCH_F64_RTOL, name="weight.grad")
     assert_close(first.bias.grad, torch_shared.bias.grad, rtol=TORCH_F64_RTOL, name="bias.grad")
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    (("cpu",), {}), ((torch.device("cpu"),), {}), (("cpu", torch.float64), {}),
+    ((), {"device": "cpu", "dtype": torch.float64}), ((torch.float64,), {}), ((), {}),
+])
+def test_to_takes_torchs_device_and_dtype_forms_for_the_cpu(args, kwargs):
+    model, torch_model = nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    assert model.to(*args, **kwargs) is model and model.cpu() is model
+    torch_model.to(*args, **kwargs)
+    assert model.weight.dtype == model.bias.dtype == np.dtype(str(torch_model.weight.dtype).replace("torch.", ""))
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.to("cuda"), lambda m: m.to(torch.device("cuda", 0)), lambda m: m.to("cuda:1", torch.float64),
+    lambda m: m.to(device="mps", dtype=np.float64), lambda m: m.cuda(),
+])
+def test_to_another_device_says_tinynn_runs_on_the_cpu_and_changes_nothing(call):
+    model = nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="tinynn runs on the CPU only"):
+        call(model)
+    assert model.weight.dtype == np.float32

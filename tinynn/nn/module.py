@@ -280,16 +280,34 @@ class Module:
     def eval(self) -> Module:
         return self.train(False)
 
-    def to(self, dtype: Any) -> Module:
-        """Cast every floating parameter (and its grad) to ``dtype``; ``"cpu"`` is accepted as a no-op."""
-        if isinstance(dtype, str) and dtype == "cpu":
-            return self
-        target = as_float_dtype(dtype)
-        for param in self.parameters():
+    def to(self, *args: Any, **kwargs: Any) -> Module:
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` (or by keyword), as in torch: casts
+        every parameter (and its grad) to a floating ``dtype``. tinynn runs on the CPU only, so the
+        device may only be the CPU (``"cpu"``, ``torch.device("cpu")``), which changes nothing."""
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        kwargs.pop("non_blocking", None)
+        if kwargs:
+            raise TypeError(f"to() got an unexpected keyword argument '{next(iter(kwargs))}'")
+        for arg in args:
+            if _is_device(arg):
+                device = arg
+            else:
+                dtype = arg
+        if device is not None and _device_type(device) != "cpu":
+            raise RuntimeError(f"tinynn runs on the CPU only: to() got the device {str(device)!r}; "
+                               "use 'cpu' (torch's side of a comparison can run on the GPU)")
+        target = None if dtype is None else as_float_dtype(dtype)  # checked before anything changes
+        for param in self.parameters() if target is not None else ():
             param.data = param.data.astype(target, copy=False)
             if param.grad is not None:
                 param.grad = param.grad.astype(target, copy=False)
         return self
+
+    def cpu(self) -> Module:
+        return self
+
+    def cuda(self, device: Any = None) -> Module:
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
     def double(self) -> Module:
         return self.to(np.float64)
@@ -326,3 +344,15 @@ def _lookup(owner: Module, name: str, kind: type, kind_name: str) -> Any:
     if not isinstance(value, kind):
         raise AttributeError(f"`{name}` is not an {kind_name}")
     return value
+
+
+def _device_type(device: Any) -> str:
+    """``"cpu"`` for "cpu", "cuda:0" -> "cuda", torch.device("cpu") -> "cpu"."""
+    return str(getattr(device, "type", device)).split(":")[0]
+
+
+def _is_device(arg: Any) -> bool:
+    """A device (a name such as "cpu" or "cuda:1", or a torch.device), not a dtype."""
+    if hasattr(arg, "type") and hasattr(arg, "index"):  # torch.device
+        return True
+    return isinstance(arg, str) and _device_type(arg) in ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla")
