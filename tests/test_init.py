@@ -118,3 +118,25 @@ def test_a_generator_or_the_global_seed_makes_inits_reproducible():
     third = init.xavier_normal_(np.empty((5, 6)))
     tinynn.manual_seed(4)
     np.testing.assert_array_equal(init.xavier_normal_(np.empty((5, 6))), third)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"mean": 0.5, "std": 2.0, "a": -1.0, "b": 3.0},  # [a, b] holds most of the normal: normal draws
+    {"a": 1.5, "b": 3.0}, {"mean": 1.0, "std": 0.1, "a": 0.0, "b": 0.9},  # a sliver of it: uniform draws
+])
+def test_trunc_normal_stays_in_bounds_with_torchs_distribution(kwargs):
+    ours, theirs = _both("trunc_normal_", SHAPES[0], **kwargs)
+    low, high = kwargs.get("a", -2.0), kwargs.get("b", 2.0)
+    assert ours.dtype == np.float32 and ours.min() >= np.float32(low) and ours.max() <= np.float32(high)
+    assert abs(ours.std() / theirs.std() - 1) < INIT_STD_RTOL
+    # Two sample means differ by about sqrt(2) standard errors; five of those is the bound.
+    assert abs(ours.mean() - theirs.mean()) < 5 * math.sqrt(2) * theirs.std() / math.sqrt(ours.size)
+
+
+def test_trunc_normal_warns_like_torch_when_the_mean_is_far_outside():
+    message = "mean is more than 2 std from \\[a, b\\] in nn.init.trunc_normal_"
+    with pytest.warns(UserWarning, match=message):
+        torch.nn.init.trunc_normal_(torch.empty(10), mean=5.0)
+    with pytest.warns(UserWarning, match=message):
+        values = init.trunc_normal_(np.empty(10, np.float32), mean=5.0)
+    assert values.max() <= 2.0

@@ -82,6 +82,37 @@ def normal_(tensor: ArrayLike, mean: float = 0.0, std: float = 1.0,
     return tensor
 
 
+def trunc_normal_(tensor: ArrayLike, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0,
+                  generator: np.random.Generator | None = None) -> ArrayLike:
+    """N(mean, std^2) restricted to [a, b], by torch's two rejection samplers: draws from the
+    normal itself, kept when inside [a, b], when [a, b] holds over 30% of it; otherwise uniform
+    draws over [a, b], each kept with probability pdf(x) / pdf(peak)."""
+    if mean < a - 2 * std or mean > b + 2 * std:
+        warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
+                      "The distribution of values may be incorrect.", stacklevel=2)
+    array, rng = _array(tensor), generator or default_generator()
+    from_normal = _normal_cdf(b, mean, std) - _normal_cdf(a, mean, std) > 0.3
+    peak = max(a, min(mean, b))
+    values, pending = np.empty(array.shape), np.ones(array.shape, dtype=bool)
+    while pending.any():
+        count = int(pending.sum())
+        if from_normal:
+            draws = rng.normal(mean, std, count)
+            kept = (draws >= a) & (draws <= b)
+        else:
+            draws = rng.uniform(a, b, count)
+            kept = np.log(rng.random(count)) <= -0.5 * (((draws - mean) / std) ** 2 - ((peak - mean) / std) ** 2)
+        places = np.flatnonzero(pending)[kept]
+        values.flat[places] = draws[kept]
+        pending.flat[places] = False
+    array[...] = values  # float64 draws rounded to the array's dtype stay inside its [a, b]
+    return tensor
+
+
+def _normal_cdf(x: float, mean: float, std: float) -> float:
+    return (1.0 + math.erf((x - mean) / std / math.sqrt(2.0))) / 2.0
+
+
 def constant_(tensor: ArrayLike, val: float) -> ArrayLike:
     _array(tensor)[...] = val
     return tensor
