@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tinynn
-from parity.tolerances import INIT_BOUND_RTOL, INIT_STD_RTOL
+from parity.tolerances import INIT_BOUND_RTOL, INIT_STD_RTOL, TORCH_F32_RTOL
 from tinynn import nn
 from tinynn.nn import init
 
@@ -140,3 +140,38 @@ def test_trunc_normal_warns_like_torch_when_the_mean_is_far_outside():
     with pytest.warns(UserWarning, match=message):
         values = init.trunc_normal_(np.empty(10, np.float32), mean=5.0)
     assert values.max() <= 2.0
+
+
+@pytest.mark.parametrize("shape, gain", [((5, 8), 1.0), ((8, 5), 2.0), ((6, 2, 3, 3), 0.5), ((4, 4), 1.0)])
+def test_orthogonal_rows_or_columns_are_orthonormal_times_gain_as_in_torch(shape, gain):
+    ours, theirs = _both("orthogonal_", shape, gain)
+    for name, values in (("ours", ours), ("torch", theirs)):
+        flat = values.reshape(shape[0], -1).astype(np.float64)
+        gram = flat @ flat.T if flat.shape[0] <= flat.shape[1] else flat.T @ flat
+        # Dot products of float32 entries: TORCH_F32_RTOL's K * eps reasoning, at the scale gain^2.
+        np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=TORCH_F32_RTOL * gain**2, err_msg=name)
+
+
+@pytest.mark.parametrize("name, shape, args", [
+    ("dirac_", (4, 3, 3, 3), ()), ("dirac_", (6, 2, 3, 5), (2,)), ("dirac_", (2, 4, 5), ()), ("dirac_", (3, 3), ()),
+    ("dirac_", (5, 2, 3, 3), (2,)), ("orthogonal_", (4,), ()), ("orthogonal_", (0, 3), ()),
+])
+def test_dirac_and_orthogonal_fill_and_refuse_as_torch(name, shape, args):
+    ours = _outcome(lambda: getattr(init, name)(np.full(shape, 7.0, np.float32), *args))
+    theirs = _outcome(lambda: getattr(torch.nn.init, name)(torch.full(shape, 7.0), *args).numpy())
+    assert ours[0] == theirs[0]
+    if ours[0] == "ok":
+        np.testing.assert_array_equal(ours[1], theirs[1])
+    else:
+        assert ours[1] == theirs[1]
+
+
+def test_orthogonal_is_uniform_over_rotations_and_reflections_like_torchs():
+    # Haar-distributed Q has E[q00] = 0. Without the sign fix from R's diagonal, LAPACK's QR
+    # makes q00 negative every time (mean -0.64 on 2x2): 2000 draws, q00's standard error is
+    # 1/sqrt(2 * 2000) = 0.016, so 0.1 is six of them.
+    rng = np.random.default_rng(0)
+    ours = [init.orthogonal_(np.empty((2, 2)), generator=rng)[0, 0] for _ in range(2000)]
+    generator = torch.Generator().manual_seed(0)
+    theirs = [torch.nn.init.orthogonal_(torch.empty(2, 2), generator=generator)[0, 0].item() for _ in range(2000)]
+    assert abs(np.mean(ours)) < 0.1 and abs(np.mean(theirs)) < 0.1

@@ -109,6 +109,40 @@ def trunc_normal_(tensor: ArrayLike, mean: float = 0.0, std: float = 1.0, a: flo
     return tensor
 
 
+def orthogonal_(tensor: ArrayLike, gain: float = 1.0, generator: np.random.Generator | None = None) -> ArrayLike:
+    """A random (semi-)orthogonal matrix times ``gain``, over the array flattened to (shape[0], rest):
+    Q of the QR of a normal matrix, its columns' signs set by R's diagonal (so Q is uniformly
+    distributed, as in torch)."""
+    array = _array(tensor)
+    if array.ndim < 2:
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
+    if array.size == 0:
+        return tensor
+    rows, cols = array.shape[0], array.size // array.shape[0]
+    flattened = (generator or default_generator()).standard_normal((rows, cols))
+    q, r = np.linalg.qr(flattened.T if rows < cols else flattened)
+    q *= np.sign(np.diag(r))
+    array[...] = (gain * (q.T if rows < cols else q)).reshape(array.shape)
+    return tensor
+
+
+def dirac_(tensor: ArrayLike, groups: int = 1) -> ArrayLike:
+    """A conv weight that passes its input through: 1 at the kernel's centre from input channel d
+    to output channel d of each group (for d below both counts), 0 elsewhere."""
+    array = _array(tensor)
+    if array.ndim not in (3, 4, 5):
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    if array.shape[0] % groups != 0:
+        raise ValueError("dim 0 must be divisible by groups")
+    per_group = array.shape[0] // groups
+    centre = tuple(side // 2 for side in array.shape[2:])
+    array[...] = 0
+    for group in range(groups):
+        for d in range(min(per_group, array.shape[1])):
+            array[(group * per_group + d, d, *centre)] = 1
+    return tensor
+
+
 def _normal_cdf(x: float, mean: float, std: float) -> float:
     return (1.0 + math.erf((x - mean) / std / math.sqrt(2.0))) / 2.0
 
