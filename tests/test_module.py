@@ -459,3 +459,21 @@ def test_to_another_device_says_tinynn_runs_on_the_cpu_and_changes_nothing(call)
     with pytest.raises(RuntimeError, match="tinynn runs on the CPU only"):
         call(model)
     assert model.weight.dtype == np.float32
+
+
+def test_a_module_called_twice_in_a_custom_forward_names_the_cause_at_backward():
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = Scale(3)
+
+        def forward(self, input: np.ndarray) -> np.ndarray:
+            return self.scale(self.scale(input))
+
+        def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
+            return self.scale.backward(self.scale.backward(grad_output))
+
+    model = Twice()
+    model(np.ones((2, 3), np.float32))
+    with pytest.raises(RuntimeError, match="called twice in one forward keeps only its last call's values"):
+        model.backward(np.ones((2, 3), np.float32))

@@ -78,7 +78,8 @@ class Module:
         if saved is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() was called with nothing saved: run a forward "
-                "first (each forward can be backpropagated once, as in torch)"
+                "first (each forward can be backpropagated once, as in torch). A module called twice "
+                "in one forward keeps only its last call's values: use two modules sharing the weights"
             )
         if saved is _KEPT_NOTHING:
             raise RuntimeError(
