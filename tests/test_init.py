@@ -175,3 +175,17 @@ def test_orthogonal_is_uniform_over_rotations_and_reflections_like_torchs():
     generator = torch.Generator().manual_seed(0)
     theirs = [torch.nn.init.orthogonal_(torch.empty(2, 2), generator=generator)[0, 0].item() for _ in range(2000)]
     assert abs(np.mean(ours)) < 0.1 and abs(np.mean(theirs)) < 0.1
+
+
+@pytest.mark.parametrize("shape, sparsity", [((300, 400), 0.1), ((7, 3), 0.3), ((10, 3), 0.0), ((4, 2), 1.0)])
+def test_sparse_zeroes_as_many_entries_per_column_as_torch_and_spreads_the_rest(shape, sparsity):
+    ours, theirs = _both("sparse_", shape, sparsity)
+    np.testing.assert_array_equal((ours == 0).sum(axis=0), (theirs == 0).sum(axis=0))
+    if ours.size >= 100_000:
+        assert abs(ours[ours != 0].std() / theirs[theirs != 0].std() - 1) < INIT_STD_RTOL
+
+
+def test_sparse_refuses_what_torch_refuses():
+    ours = _outcome(lambda: init.sparse_(np.empty((2, 3, 4)), 0.5))
+    theirs = _outcome(lambda: torch.nn.init.sparse_(torch.empty(2, 3, 4), 0.5))
+    assert ours == theirs and ours[0] == "ValueError"

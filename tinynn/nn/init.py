@@ -143,6 +143,21 @@ def dirac_(tensor: ArrayLike, groups: int = 1) -> ArrayLike:
     return tensor
 
 
+def sparse_(tensor: ArrayLike, sparsity: float, std: float = 0.01,
+            generator: np.random.Generator | None = None) -> ArrayLike:
+    """N(0, std^2) with ceil(sparsity * rows) random entries of each column set to 0 (2-D only)."""
+    array = _array(tensor)
+    if array.ndim != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    rng = generator or default_generator()
+    normal_(tensor, 0.0, std, rng)
+    rows, cols = array.shape
+    zeros = math.ceil(sparsity * rows)
+    for column in range(cols):
+        array[rng.permutation(rows)[:zeros], column] = 0
+    return tensor
+
+
 def _normal_cdf(x: float, mean: float, std: float) -> float:
     return (1.0 + math.erf((x - mean) / std / math.sqrt(2.0))) / 2.0
 
