@@ -14,9 +14,11 @@ import torch.utils.data as torch_data
 import tinynn
 from tinynn.utils.data import (
     BatchSampler,
+    ChainDataset,
     ConcatDataset,
     DataLoader,
     Dataset,
+    IterableDataset,
     RandomSampler,
     SequentialSampler,
     Subset,
@@ -382,3 +384,64 @@ def test_loader_over_a_subset_gathers_the_batches_collating_gives_and_torch_give
 def default_collate_copy(batch: list) -> object:
     """default_collate behind another name, so that the loader collates sample by sample."""
     return default_collate(batch)
+
+
+# ------------------------------------------------------------------ IterableDataset
+def _streams(n: int, sized: bool = True):
+    """The same stream of (array, label, dict) samples as a tinynn and as a torch IterableDataset."""
+    def samples():
+        for i in range(n):
+            yield np.full(2, i, np.float32), i, {"square": float(i) ** 2}
+
+    streams = []
+    for base in (IterableDataset, torch_data.IterableDataset):
+        attributes = {"__iter__": lambda self: samples()}
+        if sized:
+            attributes["__len__"] = lambda self: n
+        streams.append(type("Stream", (base,), attributes)())
+    return streams
+
+
+@pytest.mark.parametrize("n", [0, 7, 8])
+@pytest.mark.parametrize("batch_size, drop_last", [(None, False), (1, False), (3, False), (3, True), (4, True)])
+def test_loader_over_a_stream_batches_and_counts_like_torch(n, batch_size, drop_last):
+    ours, theirs = _streams(n)
+    loader = DataLoader(ours, batch_size=batch_size, drop_last=drop_last)
+    torch_loader = torch_data.DataLoader(theirs, batch_size=batch_size, drop_last=drop_last)
+    assert len(loader) == len(torch_loader)
+    batches, torch_batches = list(loader), list(torch_loader)
+    assert len(batches) == len(torch_batches)
+    for position, (batch, torch_batch) in enumerate(zip(batches, torch_batches)):
+        assert_same_as_torch(batch, torch_batch, f"batch {position}")
+
+
+def test_loader_over_a_stream_refuses_what_torch_refuses():
+    ours, theirs = _streams(4, sized=False)
+    for kwargs in ({"shuffle": True}, {"sampler": [0, 1]}, {"batch_sampler": [[0, 1]]}):
+        with pytest.raises(ValueError) as error:
+            DataLoader(ours, **kwargs)
+        with pytest.raises(ValueError) as torch_error:
+            torch_data.DataLoader(theirs, **kwargs)
+        assert str(error.value) == str(torch_error.value)
+    with pytest.raises(TypeError):
+        len(torch_data.DataLoader(theirs))
+    with pytest.raises(TypeError):
+        len(DataLoader(ours))
+    assert len(list(DataLoader(ours, batch_size=3, shuffle=False))) == 2  # shuffle=False is allowed
+
+
+def test_chain_and_concat_datasets_treat_streams_as_torch_does():
+    (first, torch_first), (second, torch_second) = _streams(3), _streams(2)
+    chained, torch_chained = first + second, torch_first + torch_second
+    assert isinstance(chained, ChainDataset) and len(chained) == len(torch_chained) == 5
+    for sample, torch_sample in zip(chained, torch_chained, strict=True):
+        np.testing.assert_array_equal(sample[0], torch_sample[0])
+        assert sample[1:] == torch_sample[1:]
+    outcomes = []
+    for make in (lambda: ConcatDataset([first]), lambda: torch_data.ConcatDataset([torch_first]),
+                 lambda: list(ChainDataset([first, [1, 2]])),
+                 lambda: list(torch_data.ChainDataset([torch_first, [1, 2]]))):
+        with pytest.raises(AssertionError) as error:
+            make()
+        outcomes.append(str(error.value))
+    assert outcomes[0] == outcomes[1] and outcomes[2] == outcomes[3]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import collections.abc
 import copy
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from tinynn.utils.data.dataset import Dataset, Subset, TensorDataset
+from tinynn.utils.data.dataset import Dataset, IterableDataset, Subset, TensorDataset
 from tinynn.utils.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
 
 # dtype strings of arrays that cannot be stacked into a numeric batch (bytes, str, object).
@@ -121,10 +122,11 @@ def default_convert(data: Any) -> Any:
 
 
 class DataLoader:
-    """Batches of a map-style dataset (``torch.utils.data.DataLoader``, single process).
+    """Batches of a dataset (``torch.utils.data.DataLoader``, single process).
 
     Args (torch's, in torch's order):
-        dataset: anything with ``__getitem__`` (and ``__len__`` for the default samplers).
+        dataset: anything with ``__getitem__`` (and ``__len__`` for the default samplers), or an
+            ``IterableDataset``, batched in its stream's order (no shuffle, sampler or batch_sampler).
         batch_size: samples per batch; ``None`` yields samples one at a time, unbatched.
         shuffle: a new random order each epoch (a ``RandomSampler`` using ``generator``).
         sampler: the index order: a Sampler or ANY iterable of indices (a list, an ndarray, a
@@ -155,6 +157,15 @@ class DataLoader:
             )
         if timeout < 0:
             raise ValueError("timeout option should be non-negative")
+        streaming = isinstance(dataset, IterableDataset)
+        if streaming:  # no indices: the stream's own order, batched as it comes
+            given = {"shuffle": shuffle not in (None, False), "sampler": sampler is not None,
+                     "batch_sampler": batch_sampler is not None}
+            for name, value in (("shuffle", shuffle), ("sampler", sampler), ("batch_sampler", batch_sampler)):
+                if given[name]:
+                    raise ValueError(f"DataLoader with IterableDataset: expected unspecified {name} option, "
+                                     f"but got {name}={value}")
+            sampler = _InfiniteConstantSampler()
         shuffle = bool(shuffle)
         if sampler is not None and shuffle:
             raise ValueError("sampler option is mutually exclusive with shuffle")
@@ -193,6 +204,11 @@ class DataLoader:
         return self.batch_sampler is not None
 
     def __len__(self) -> int:
+        if isinstance(self.dataset, IterableDataset):  # the stream's own length, if it has one
+            length = len(self.dataset)
+            if self.batch_size is None:
+                return length
+            return length // self.batch_size if self.drop_last else -(-length // self.batch_size)
         return len(self.batch_sampler if self._auto_collation else self.sampler)
 
     def _whole_batch_rows(self) -> tuple[TensorDataset, np.ndarray | None] | None:
@@ -213,6 +229,9 @@ class DataLoader:
         return None
 
     def __iter__(self) -> Iterator[Any]:
+        if isinstance(self.dataset, IterableDataset):
+            yield from self._stream_batches()
+            return
         if not self._auto_collation:
             for index in self.sampler:
                 yield self.collate_fn(self.dataset[index])
@@ -233,3 +252,22 @@ class DataLoader:
                 yield list(tensors[indices if rows is None else rows[indices]])
             else:  # not a plain batch of integer indices: take torch's road and its errors
                 yield self.collate_fn([self.dataset[index] for index in indices])
+
+    def _stream_batches(self) -> Iterator[Any]:
+        """Batches of ``batch_size`` samples in the stream's order; a short last one unless ``drop_last``."""
+        samples = iter(self.dataset)
+        if not self._auto_collation:
+            for sample in samples:
+                yield self.collate_fn(sample)
+            return
+        while batch := list(itertools.islice(samples, self.batch_size)):
+            if self.drop_last and len(batch) < self.batch_size:
+                return
+            yield self.collate_fn(batch)
+
+
+class _InfiniteConstantSampler(Sampler):
+    """An IterableDataset's sampler, as in torch: ``None`` forever (the stream needs no index)."""
+
+    def __iter__(self) -> Iterator[None]:
+        return itertools.repeat(None)

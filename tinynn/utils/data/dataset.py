@@ -1,5 +1,6 @@
-"""Dataset (anything indexable with a length), TensorDataset (rows of same-length arrays), and
-the ways to combine them: ConcatDataset, Subset and random_split, as in ``torch.utils.data``."""
+"""Dataset (anything indexable with a length), TensorDataset (rows of same-length arrays),
+IterableDataset (a stream), and the ways to combine them: ConcatDataset, ChainDataset, Subset and
+random_split, as in ``torch.utils.data``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import bisect
 import itertools
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,38 @@ class TensorDataset(Dataset):
         return self.tensors[0].shape[0]
 
 
+class IterableDataset(Dataset):
+    """A stream of samples (``torch.utils.data.IterableDataset``): subclasses implement ``__iter__``,
+    and ``__len__`` if the DataLoader's ``len()`` is wanted. The DataLoader batches the samples in
+    the order the stream gives them; there are no indices, so no sampler and no shuffle."""
+
+    def __iter__(self) -> Iterator[Any]:
+        raise NotImplementedError("Subclasses of IterableDataset should implement __iter__.")
+
+    def __add__(self, other: Dataset) -> ChainDataset:
+        return ChainDataset([self, other])
+
+
+class ChainDataset(IterableDataset):
+    """Streams one after another."""
+
+    def __init__(self, datasets: Iterable[Any]) -> None:
+        self.datasets = datasets
+
+    def __iter__(self) -> Iterator[Any]:
+        for dataset in self.datasets:
+            yield from _stream(dataset)
+
+    def __len__(self) -> int:
+        return sum(len(_stream(dataset, iterate=False)) for dataset in self.datasets)
+
+
+def _stream(dataset: Any, iterate: bool = True) -> Any:
+    if not isinstance(dataset, IterableDataset):
+        raise AssertionError("ChainDataset only supports IterableDataset")
+    return iter(dataset) if iterate else dataset
+
+
 class ConcatDataset(Dataset):
     """Datasets one after another: index ``i`` is in the first dataset whose cumulative size passes it."""
 
@@ -70,6 +103,8 @@ class ConcatDataset(Dataset):
         self.datasets = list(datasets)
         if not self.datasets:
             raise AssertionError("datasets should not be an empty iterable")
+        if any(isinstance(dataset, IterableDataset) for dataset in self.datasets):
+            raise AssertionError("ConcatDataset does not support IterableDataset")
         self.cumulative_sizes = list(itertools.accumulate(len(dataset) for dataset in self.datasets))
 
     def __len__(self) -> int:
