@@ -445,3 +445,15 @@ def test_chain_and_concat_datasets_treat_streams_as_torch_does():
             make()
         outcomes.append(str(error.value))
     assert outcomes[0] == outcomes[1] and outcomes[2] == outcomes[3]
+
+
+def test_get_worker_info_is_none_in_the_main_process_as_in_torch():
+    seen = []
+
+    class Sharded(IterableDataset):
+        def __iter__(self):
+            seen.append(tinynn.utils.data.get_worker_info())
+            return iter(range(3))
+
+    assert torch_data.get_worker_info() is None
+    assert [int(b[0]) for b in DataLoader(Sharded(), batch_size=2)] == [0, 2] and seen == [None]

@@ -1,6 +1,6 @@
 """tinynn.utils.data: datasets, samplers and DataLoader, named as in ``torch.utils.data``."""
 
-from tinynn.utils.data.dataloader import DataLoader, default_collate
+from tinynn.utils.data.dataloader import DataLoader, default_collate, get_worker_info
 from tinynn.utils.data.dataset import (
     ChainDataset,
     ConcatDataset,
@@ -14,5 +14,5 @@ from tinynn.utils.data.sampler import BatchSampler, RandomSampler, Sampler, Sequ
 
 __all__ = [
     "BatchSampler", "ChainDataset", "ConcatDataset", "DataLoader", "Dataset", "IterableDataset", "RandomSampler",
-    "Sampler", "SequentialSampler", "Subset", "TensorDataset", "default_collate", "random_split",
+    "Sampler", "SequentialSampler", "Subset", "TensorDataset", "default_collate", "get_worker_info", "random_split",
 ]

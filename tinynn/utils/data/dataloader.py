@@ -121,6 +121,12 @@ def default_convert(data: Any) -> Any:
     return data
 
 
+def get_worker_info() -> None:
+    """``None``: tinynn loads in the main process, where torch gives None too (an IterableDataset's
+    ``__iter__`` that splits its stream between workers then takes the whole stream)."""
+    return None
+
+
 class DataLoader:
     """Batches of a dataset (``torch.utils.data.DataLoader``, single process).
 
