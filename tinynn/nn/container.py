@@ -35,17 +35,16 @@ class Sequential(Module):
         return input
 
     def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
+        names: dict[int, str] = {}
+        for name, module in self._modules.items():
+            if id(module) in names:
+                raise RuntimeError(
+                    f"Sequential.backward: child {name} is child {names[id(module)]} again. A tinynn module keeps "
+                    "one forward's values for its backward, so one used twice in a forward cannot be "
+                    "backpropagated (torch's autograd can). Use two modules sharing the weights instead: "
+                    "second.weight = first.weight")
+            names[id(module)] = name
         modules = list(self._modules.values())
-        if len({id(module) for module in modules}) < len(modules):
-            names = {}
-            for name, module in self._modules.items():
-                if id(module) in names:
-                    raise RuntimeError(
-                        f"Sequential.backward: child {name} is child {names[id(module)]} again. A tinynn module keeps "
-                        "one forward's values for its backward, so one used twice in a forward cannot be "
-                        "backpropagated (torch's autograd can). Use two modules sharing the weights instead: "
-                        "second.weight = first.weight")
-                names[id(module)] = name
         for module in reversed(modules[1:]):
             grad_output = module.backward(grad_output)
         if not modules:
@@ -110,14 +109,16 @@ class Sequential(Module):
         return module
 
     def __add__(self, other: Sequential) -> Sequential:
-        if not isinstance(other, Sequential):
-            raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")
-        return Sequential(*self, *other)
+        return Sequential(*self, *_only_sequential(other))
 
     def __iadd__(self, other: Sequential) -> Sequential:
-        if not isinstance(other, Sequential):
-            raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")
-        return self.extend(other)
+        return self.extend(_only_sequential(other))
+
+
+def _only_sequential(other: Any) -> Sequential:
+    if not isinstance(other, Sequential):
+        raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")
+    return other
 
 
 class Lambda(Module):

@@ -28,6 +28,10 @@ def _array(tensor: ArrayLike) -> np.ndarray:
     return tensor.data if isinstance(tensor, Parameter) else tensor
 
 
+def _rng(generator: np.random.Generator | None) -> np.random.Generator:
+    return generator or default_generator()
+
+
 def _calculate_fan_in_and_fan_out(tensor: ArrayLike) -> tuple[int, int]:
     """fan_in = shape[1] * receptive field, fan_out = shape[0] * receptive field (torch's rule)."""
     shape = _array(tensor).shape
@@ -70,7 +74,7 @@ def uniform_(tensor: ArrayLike, a: float = 0.0, b: float = 1.0,
              generator: np.random.Generator | None = None) -> ArrayLike:
     """Fill with U(a, b)."""
     array = _array(tensor)
-    array[...] = (generator or default_generator()).uniform(a, b, size=array.shape)
+    array[...] = _rng(generator).uniform(a, b, size=array.shape)
     return tensor
 
 
@@ -78,7 +82,7 @@ def normal_(tensor: ArrayLike, mean: float = 0.0, std: float = 1.0,
             generator: np.random.Generator | None = None) -> ArrayLike:
     """Fill with N(mean, std^2)."""
     array = _array(tensor)
-    array[...] = (generator or default_generator()).normal(mean, std, size=array.shape)
+    array[...] = _rng(generator).normal(mean, std, size=array.shape)
     return tensor
 
 
@@ -90,7 +94,7 @@ def trunc_normal_(tensor: ArrayLike, mean: float = 0.0, std: float = 1.0, a: flo
     if mean < a - 2 * std or mean > b + 2 * std:
         warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
                       "The distribution of values may be incorrect.", stacklevel=2)
-    array, rng = _array(tensor), generator or default_generator()
+    array, rng = _array(tensor), _rng(generator)
     from_normal = _normal_cdf(b, mean, std) - _normal_cdf(a, mean, std) > 0.3
     peak = max(a, min(mean, b))
     values, pending = np.empty(array.shape), np.ones(array.shape, dtype=bool)
@@ -119,7 +123,7 @@ def orthogonal_(tensor: ArrayLike, gain: float = 1.0, generator: np.random.Gener
     if array.size == 0:
         return tensor
     rows, cols = array.shape[0], array.size // array.shape[0]
-    flattened = (generator or default_generator()).standard_normal((rows, cols))
+    flattened = _rng(generator).standard_normal((rows, cols))
     q, r = np.linalg.qr(flattened.T if rows < cols else flattened)
     q *= np.sign(np.diag(r))
     array[...] = (gain * (q.T if rows < cols else q)).reshape(array.shape)
@@ -149,7 +153,7 @@ def sparse_(tensor: ArrayLike, sparsity: float, std: float = 0.01,
     array = _array(tensor)
     if array.ndim != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    rng = generator or default_generator()
+    rng = _rng(generator)
     normal_(tensor, 0.0, std, rng)
     rows, cols = array.shape
     zeros = math.ceil(sparsity * rows)

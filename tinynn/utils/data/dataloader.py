@@ -163,12 +163,10 @@ class DataLoader:
             )
         if timeout < 0:
             raise ValueError("timeout option should be non-negative")
-        streaming = isinstance(dataset, IterableDataset)
-        if streaming:  # no indices: the stream's own order, batched as it comes
-            given = {"shuffle": shuffle not in (None, False), "sampler": sampler is not None,
-                     "batch_sampler": batch_sampler is not None}
-            for name, value in (("shuffle", shuffle), ("sampler", sampler), ("batch_sampler", batch_sampler)):
-                if given[name]:
+        if isinstance(dataset, IterableDataset):  # no indices: the stream's own order, batched as it comes
+            # shuffle=False counts as unspecified, as in torch (False was its default).
+            for name, value in (("shuffle", shuffle or None), ("sampler", sampler), ("batch_sampler", batch_sampler)):
+                if value is not None:
                     raise ValueError(f"DataLoader with IterableDataset: expected unspecified {name} option, "
                                      f"but got {name}={value}")
             sampler = _InfiniteConstantSampler()

@@ -87,13 +87,13 @@ class ChainDataset(IterableDataset):
             yield from _stream(dataset)
 
     def __len__(self) -> int:
-        return sum(len(_stream(dataset, iterate=False)) for dataset in self.datasets)
+        return sum(len(_stream(dataset)) for dataset in self.datasets)
 
 
-def _stream(dataset: Any, iterate: bool = True) -> Any:
+def _stream(dataset: Any) -> IterableDataset:
     if not isinstance(dataset, IterableDataset):
         raise AssertionError("ChainDataset only supports IterableDataset")
-    return iter(dataset) if iterate else dataset
+    return dataset
 
 
 class ConcatDataset(Dataset):
