@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -71,3 +72,12 @@ def split_batches(threads: int, chunked: bool = False) -> Iterator[None]:
         yield
     finally:
         _parallel.PART_WORK, _parallel._num_threads, conv.CHUNK_BYTES = saved
+
+
+def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    """``("ok", value)``, or the error's type name and message: what a call gave, so that ours and
+    torch's can be compared side by side, refusals included."""
+    try:
+        return "ok", call()
+    except Exception as error:  # the error itself is what is compared
+        return type(error).__name__, str(error)

@@ -12,6 +12,7 @@ import torch
 import torch.utils.data as torch_data
 
 import tinynn
+from tests.helpers import outcome
 from tinynn.utils.data import (
     BatchSampler,
     ChainDataset,
@@ -306,21 +307,13 @@ def test_dataloader_refuses_worker_processes_and_bad_generators() -> None:
 
 
 # ------------------------------------------------------------------ ConcatDataset, Subset, random_split
-def _outcome(call):
-    """The value a call gave, or its error's type and message: ours and torch's side by side."""
-    try:
-        return "ok", call()
-    except Exception as error:  # the error itself is what is compared
-        return type(error).__name__, str(error)
-
-
 def test_concat_dataset_indexes_and_refuses_like_torch() -> None:
     parts = [list(range(0, 3)), [], list(range(10, 14)), [99]]
     ours, theirs = ConcatDataset(parts), torch_data.ConcatDataset(parts)
     assert len(ours) == len(theirs) == 8 and ours.cumulative_sizes == theirs.cumulative_sizes
     for index in range(-10, 10):
-        assert _outcome(lambda i=index: ours[i]) == _outcome(lambda i=index: theirs[i]), index
-    assert _outcome(lambda: ConcatDataset([])) == _outcome(lambda: torch_data.ConcatDataset([]))
+        assert outcome(lambda i=index: ours[i]) == outcome(lambda i=index: theirs[i]), index
+    assert outcome(lambda: ConcatDataset([])) == outcome(lambda: torch_data.ConcatDataset([]))
     first, second = datasets(3)[0], datasets(2, seed=1)[0]
     joined = first + second
     assert isinstance(joined, ConcatDataset) and len(joined) == 5
@@ -332,8 +325,8 @@ def test_subset_indexes_by_int_and_list_like_torch() -> None:
     ours, theirs = Subset(np.array(data), indices), torch_data.Subset(np.array(data), indices)
     assert len(ours) == len(theirs) == 5
     for index in [*range(-6, 6), [4, 0, 1]]:
-        kind, value = _outcome(lambda i=index: ours[i])
-        torch_kind, torch_value = _outcome(lambda i=index: theirs[i])
+        kind, value = outcome(lambda i=index: ours[i])
+        torch_kind, torch_value = outcome(lambda i=index: theirs[i])
         assert kind == torch_kind and np.array_equal(value, torch_value), index
 
 
@@ -344,10 +337,10 @@ def test_subset_indexes_by_int_and_list_like_torch() -> None:
 def test_random_split_sizes_and_errors_match_torch_and_partition_the_dataset(n: int, lengths: list) -> None:
     with warnings.catch_warnings(record=True) as ours_warned:
         warnings.simplefilter("always")
-        ours = _outcome(lambda: random_split(range(n), lengths, generator=0))
+        ours = outcome(lambda: random_split(range(n), lengths, generator=0))
     with warnings.catch_warnings(record=True) as torch_warned:
         warnings.simplefilter("always")
-        theirs = _outcome(lambda: torch_data.random_split(range(n), lengths, generator=torch.Generator()))
+        theirs = outcome(lambda: torch_data.random_split(range(n), lengths, generator=torch.Generator()))
     assert [str(w.message) for w in ours_warned] == [str(w.message) for w in torch_warned]
     assert ours[0] == theirs[0]
     if ours[0] != "ok":

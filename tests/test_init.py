@@ -10,6 +10,7 @@ import torch
 
 import tinynn
 from parity.tolerances import INIT_BOUND_RTOL, INIT_STD_RTOL, TORCH_F32_RTOL
+from tests.helpers import outcome
 from tinynn import nn
 from tinynn.nn import init
 
@@ -21,14 +22,6 @@ def _both(name: str, shape: tuple[int, ...], *args, **kwargs) -> tuple[np.ndarra
     theirs = getattr(torch.nn.init, name)(torch.empty(shape), *args, generator=torch.Generator().manual_seed(0),
                                           **kwargs)
     return ours, theirs.numpy()
-
-
-def _outcome(call):
-    """The value a call gave, or its error's type and message: ours and torch's side by side."""
-    try:
-        return "ok", call()
-    except Exception as error:  # the error itself is what is compared
-        return type(error).__name__, str(error)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -61,8 +54,8 @@ def test_normal_inits_have_torchs_spread(name, args, kwargs, shape):
 @pytest.mark.parametrize("name, args", [("constant_", (0.25,)), ("ones_", ()), ("zeros_", ()), ("eye_", ())])
 @pytest.mark.parametrize("shape", [(3, 5), (4, 4), (2, 3, 4)])
 def test_exact_fills_equal_torchs_and_refuse_what_it_refuses(name, args, shape):
-    ours = _outcome(lambda: getattr(init, name)(np.full(shape, 7.0, np.float32), *args))
-    theirs = _outcome(lambda: getattr(torch.nn.init, name)(torch.full(shape, 7.0), *args).numpy())
+    ours = outcome(lambda: getattr(init, name)(np.full(shape, 7.0, np.float32), *args))
+    theirs = outcome(lambda: getattr(torch.nn.init, name)(torch.full(shape, 7.0), *args).numpy())
     assert ours[0] == theirs[0]
     if ours[0] == "ok":
         assert ours[1].dtype == np.float32
@@ -85,8 +78,8 @@ def test_inits_fill_a_parameter_in_place_and_return_it():
     ("leaky_relu", "0.2"), ("selu", None), ("gelu", None),
 ])
 def test_calculate_gain_gives_torchs_table_and_errors(nonlinearity, param):
-    ours = _outcome(lambda: init.calculate_gain(nonlinearity, param))
-    theirs = _outcome(lambda: torch.nn.init.calculate_gain(nonlinearity, param))
+    ours = outcome(lambda: init.calculate_gain(nonlinearity, param))
+    theirs = outcome(lambda: torch.nn.init.calculate_gain(nonlinearity, param))
     assert ours == theirs
 
 
@@ -96,8 +89,8 @@ def test_calculate_gain_gives_torchs_table_and_errors(nonlinearity, param):
     lambda lib, t: lib.xavier_uniform_(t[0]),
 ])
 def test_fan_errors_match_torch(call):
-    ours = _outcome(lambda: call(init, np.empty((3, 4), np.float32)))
-    theirs = _outcome(lambda: call(torch.nn.init, torch.empty(3, 4)))
+    ours = outcome(lambda: call(init, np.empty((3, 4), np.float32)))
+    theirs = outcome(lambda: call(torch.nn.init, torch.empty(3, 4)))
     assert ours[0] == theirs[0] == "ValueError" and ours[1] == theirs[1]
 
 
@@ -157,8 +150,8 @@ def test_orthogonal_rows_or_columns_are_orthonormal_times_gain_as_in_torch(shape
     ("dirac_", (5, 2, 3, 3), (2,)), ("orthogonal_", (4,), ()), ("orthogonal_", (0, 3), ()),
 ])
 def test_dirac_and_orthogonal_fill_and_refuse_as_torch(name, shape, args):
-    ours = _outcome(lambda: getattr(init, name)(np.full(shape, 7.0, np.float32), *args))
-    theirs = _outcome(lambda: getattr(torch.nn.init, name)(torch.full(shape, 7.0), *args).numpy())
+    ours = outcome(lambda: getattr(init, name)(np.full(shape, 7.0, np.float32), *args))
+    theirs = outcome(lambda: getattr(torch.nn.init, name)(torch.full(shape, 7.0), *args).numpy())
     assert ours[0] == theirs[0]
     if ours[0] == "ok":
         np.testing.assert_array_equal(ours[1], theirs[1])
@@ -186,6 +179,6 @@ def test_sparse_zeroes_as_many_entries_per_column_as_torch_and_spreads_the_rest(
 
 
 def test_sparse_refuses_what_torch_refuses():
-    ours = _outcome(lambda: init.sparse_(np.empty((2, 3, 4)), 0.5))
-    theirs = _outcome(lambda: torch.nn.init.sparse_(torch.empty(2, 3, 4), 0.5))
+    ours = outcome(lambda: init.sparse_(np.empty((2, 3, 4)), 0.5))
+    theirs = outcome(lambda: torch.nn.init.sparse_(torch.empty(2, 3, 4), 0.5))
     assert ours == theirs and ours[0] == "ValueError"

@@ -9,7 +9,7 @@ import torch
 import tinynn
 from parity.compare import assert_close
 from parity.tolerances import TORCH_F64_RTOL
-from tests.helpers import check_grad, random_array, random_grad
+from tests.helpers import check_grad, outcome, random_array, random_grad
 from tinynn import nn
 
 
@@ -286,21 +286,14 @@ def test_kaiming_uniform_bound_is_one_over_sqrt_fan_in_for_torch_default_a():
     assert np.abs(weight).max() > 0.99 * bound
 
 
-def _outcome(call):
-    """("ok", class name) or (error type, message): what a lookup gave, to hold torch's beside ours."""
-    try:
-        return "ok", type(call()).__name__
-    except Exception as error:  # the error itself is what is compared
-        return type(error).__name__, str(error)
-
-
 @pytest.mark.parametrize("target", ["", "0", "1", "1.0", "1.1", "2", "0.weight", "1.1.weight", "0.in_features"])
 def test_get_submodule_and_get_parameter_find_and_refuse_what_torch_does(target):
     model = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.Linear(3, 1)))
     tnn = torch.nn
     torch_model = tnn.Sequential(tnn.Linear(2, 3), tnn.Sequential(tnn.ReLU(), tnn.Linear(3, 1)))
-    assert _outcome(lambda: model.get_submodule(target)) == _outcome(lambda: torch_model.get_submodule(target))
-    assert _outcome(lambda: model.get_parameter(target)) == _outcome(lambda: torch_model.get_parameter(target))
+    for lookup in ("get_submodule", "get_parameter"):  # compared by the found object's class name, or the refusal
+        ours = outcome(lambda lookup=lookup: type(getattr(model, lookup)(target)).__name__)
+        assert ours == outcome(lambda lookup=lookup: type(getattr(torch_model, lookup)(target)).__name__), lookup
     if target == "1.1.weight":
         assert model.get_parameter(target) is model[1][1].weight
 
@@ -359,19 +352,14 @@ def _children(model) -> list[tuple[str, str]]:
 def test_sequential_edits_name_children_and_refuse_like_torch(edit):
     ours = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     theirs = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
-    outcomes = []
-    for lib, model in ((nn, ours), (torch.nn, theirs)):
-        try:
-            result = edit(lib, model)
-            outcomes.append(("ok", type(result).__name__))
-        except Exception as error:  # the error itself is what is compared
-            outcomes.append((type(error).__name__, str(error).replace("torch.nn", "tinynn.nn")))
+    outcomes = [outcome(lambda lib=lib, model=model: type(edit(lib, model)).__name__)
+                for lib, model in ((nn, ours), (torch.nn, theirs))]
     assert outcomes[0][0] == outcomes[1][0]
     if outcomes[0][0] == "ok":
         assert _children(ours) == _children(theirs)
         assert list(ours.state_dict()) == list(theirs.state_dict())
     elif outcomes[0][0] != "AssertionError":  # torch's insert names its own Module class
-        assert outcomes[0][1] == outcomes[1][1]
+        assert outcomes[0][1] == outcomes[1][1].replace("torch.nn", "tinynn.nn")
 
 
 def test_sequential_plus_sequential_is_a_new_chain_that_still_backpropagates():
