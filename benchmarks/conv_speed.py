@@ -14,14 +14,14 @@ parallel call (OpenBLAS's for about 0.1 s); a short sleep before each block (``s
 the other library's threads go idle, so each block measures one library, not the two fighting
 over two cores. ``--settle 0`` measures them back to back instead. On a machine busy with other
 work, torch's two OpenMP threads (which wait for each other at every parallel region) slow down
-far more than tinynn, whose small products run on one thread (``tinynn.nn._blas``): compare the
+far more than tinynn, whose small products run on one thread (``tinynn._engine.blas``): compare the
 "best blocks" figures, and note the load average, before reading much into a ratio.
 
 Far and near cores: on the project's 2-vCPU virtual machines the hypervisor moves the two vCPUs
 between cores that share a cache and cores that do not, from one minute to the next; on far
 cores, data one core has just written costs the other a trip between caches, and both libraries'
 steps slow down (tinynn's products on two BLAS threads most of all). tinynn's core probe
-(``tinynn.nn._blas``) then puts its middle-sized products on one thread; each timing reports how
+(``tinynn._engine.blas``) then puts its middle-sized products on one thread; each timing reports how
 often the probe chose that, which tells which kind of cores the run had.
 
 Allocator: everything is timed twice, first with glibc's malloc as it comes, then with its
@@ -64,7 +64,7 @@ def blas_info() -> dict[str, Any]:
         info["numpy_blas"] = f"{config.get('name')} {config.get('version')}"
     except Exception:  # show_config's layout differs between NumPy versions
         info["numpy_blas"] = "unknown"
-    from tinynn.nn._blas import openblas_report
+    from tinynn._engine.blas import openblas_report
 
     report = openblas_report()
     if report:
@@ -198,7 +198,7 @@ def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle
             warmup: int = 5) -> dict[str, Any]:
     """Seconds per step of each (median over rounds) and the median of per-round ratios tinynn/torch."""
     from benchmarks.timing import rewarm
-    from tinynn.nn._blas import probe_answers
+    from tinynn._engine.blas import probe_answers
 
     for _ in range(warmup):
         tinynn_step()
@@ -229,7 +229,7 @@ def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle
         # Page faults in a step are time spent in the kernel, and a sign of the allocator's state.
         "tinynn_faults_per_step": faults["tinynn"] / (steps * rounds),
         "torch_faults_per_step": faults["torch"] / (steps * rounds),
-        # What tinynn's core probe (``tinynn.nn._blas``) chose for its middle-sized products meanwhile.
+        # What tinynn's core probe (``tinynn._engine.blas``) chose for its middle-sized products meanwhile.
         "core_probe": {answer: count - answers_before[answer] for answer, count in probe_answers().items()},
     }
 

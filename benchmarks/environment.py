@@ -87,7 +87,7 @@ def numpy_blas() -> dict[str, Any]:
             info["num_threads"] = blas_pools[0].get("num_threads")
             info["threads_source"] = "threadpoolctl"
     except ImportError:
-        from tinynn.nn._blas import openblas_report
+        from tinynn._engine.blas import openblas_report
 
         found = openblas_report()
         if found:

@@ -58,11 +58,12 @@ def torch_tensor(array: np.ndarray, requires_grad: bool = False):
 @contextlib.contextmanager
 def split_batches(threads: int, chunked: bool = False) -> Iterator[None]:
     """Inside, every convolution splits its batch into up to ``threads`` parts run on threads, as
-    only large ones do otherwise (``tinynn.nn._parallel``); with ``chunked`` it also builds its
+    only large ones do otherwise (``tinynn._engine.parallel``); with ``chunked`` it also builds its
     im2col columns one image at a time and rebuilds them in the backward, as it does when the
     batch's columns exceed ``conv.CHUNK_BYTES``. Small test cases then cover those paths.
     Sets the modules' knobs directly, leaving NumPy's BLAS thread count alone."""
-    from tinynn.nn import _parallel, conv
+    from tinynn._engine import conv
+    from tinynn._engine import parallel as _parallel
 
     saved = _parallel.PART_WORK, _parallel._num_threads, conv.CHUNK_BYTES
     _parallel.PART_WORK, _parallel._num_threads = 1, threads

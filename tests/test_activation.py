@@ -11,8 +11,8 @@ import torch
 import tinynn
 from parity.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 from tests.helpers import assert_close, check_grad, random_array, random_grad, torch_tensor
+from tinynn._engine.elementwise import _ZEROS
 from tinynn.nn import LogSoftmax, ReLU, Softmax
-from tinynn.nn.activation import _ZEROS
 from tinynn.nn.functional import (
     log_softmax,
     log_softmax_backward,

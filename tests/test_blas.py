@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tinynn.nn import _blas
+from tinynn._engine import blas as _blas
 
 needs_openblas = pytest.mark.skipif(not _blas.can_limit_threads(), reason="NumPy's BLAS is not a known OpenBLAS")
 needs_two_blas_threads = pytest.mark.skipif(not _blas.can_limit_threads() or _blas._THREADS[0]() < 2,

@@ -13,7 +13,7 @@ import tinynn.nn as nn
 import tinynn.nn.functional as F
 from parity.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_ATOL, TORCH_F64_RTOL
 from tests.helpers import assert_close, check_grad, random_array, random_grad, split_batches, torch_tensor
-from tinynn.nn._reference import conv2d_backward_reference, conv2d_reference
+from tinynn.nn import naive
 
 # torch warns that it copies the input for 'same' with even kernels; tinynn pads asymmetrically the same way.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
@@ -60,8 +60,8 @@ def test_conv2d_forward_matches_reference_and_torch_float64(config):
     fast = F.conv2d(x, weight, bias, **kwargs)
     expected = _torch_conv(x, weight, bias, kwargs)
     assert_close(fast, expected, rtol=TORCH_F64_RTOL, atol=TORCH_F64_ATOL, name="conv2d vs torch")
-    assert_close(conv2d_reference(x, weight, bias, **kwargs), expected, rtol=TORCH_F64_RTOL, name="reference vs torch")
-    assert_close(fast, conv2d_reference(x, weight, bias, **kwargs), rtol=TORCH_F64_RTOL, name="fast vs reference")
+    assert_close(naive.conv2d(x, weight, bias, **kwargs), expected, rtol=TORCH_F64_RTOL, name="reference vs torch")
+    assert_close(fast, naive.conv2d(x, weight, bias, **kwargs), rtol=TORCH_F64_RTOL, name="fast vs reference")
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(i) for i in range(len(CONFIGS))])
@@ -70,7 +70,7 @@ def test_conv2d_backward_matches_reference_and_torch_float64(config):
     grad_output = random_grad(rng, F.conv2d(x, weight, bias, **kwargs).shape)
     _, t_dx, t_dw, t_db = _torch_conv(x, weight, bias, kwargs, grad_output)
     dx, dw, db = F.conv2d_backward(grad_output, x, weight, has_bias=bias is not None, **kwargs)
-    ref_dx, ref_dw, ref_db = conv2d_backward_reference(grad_output, x, weight, **kwargs)
+    ref_dx, ref_dw, ref_db = naive.conv2d_backward(grad_output, x, weight, **kwargs)
     for name, fast, ref, expected in (("grad_input", dx, ref_dx, t_dx), ("grad_weight", dw, ref_dw, t_dw)):
         assert_close(fast, expected, rtol=TORCH_F64_RTOL, name=f"{name} vs torch")
         assert_close(ref, expected, rtol=TORCH_F64_RTOL, name=f"reference {name} vs torch")

@@ -1,4 +1,4 @@
-"""Large convolutions split their batch across threads (``tinynn.nn._parallel``): same results as
+"""Large convolutions split their batch across threads (``tinynn._engine.parallel``): same results as
 one thread and as torch, every part run, errors re-raised, ``set_num_threads`` as torch's."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import tinynn.nn.functional as F
 from parity.tolerances import TORCH_F64_RTOL
 from tests.helpers import assert_close, random_array, random_grad, split_batches, torch_tensor
 from tests.test_conv import CONFIGS, _case, _torch_conv
-from tinynn.nn import _blas, _parallel
+from tinynn._engine import blas as _blas
+from tinynn._engine import parallel as _parallel
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinynn.nn._window import Workspace, add_windows
+from tinynn._engine.window import Workspace, add_windows
 
 
 def _add_windows_loop(grad_offsets: np.ndarray, in_size: tuple[int, int], stride: tuple[int, int],

@@ -12,67 +12,33 @@ from typing import Any
 import numpy as np
 
 from tinynn._dtype import as_float_dtype, torch_name
+from tinynn._textbook import is_textbook
 from tinynn.nn.module import Module
 
 
 def relu(input: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """max(x, 0) elementwise; same shape, dtype and memory layout as ``input``.
+    """max(x, 0) elementwise; same shape and dtype as ``input``.
 
     With ``inplace=True`` the result is written into ``input`` and ``input`` is returned.
     """
-    # NumPy vectorizes the maximum of two arrays, not of an array and a scalar (3x slower on the
-    # tutorial's first activation), so the zeros are an array too; ufuncs keep the input's layout.
-    zeros = _zeros_like(input)
-    return np.maximum(input, zeros, out=input) if inplace else np.maximum(input, zeros)
+    if not is_textbook():
+        from tinynn._engine import elementwise as engine  # ENGINE DISPATCH: the same maximum, with no scalar
 
-
-_ZEROS: dict[np.dtype, np.ndarray] = {}  # one read-only buffer of zeros per dtype, grown as needed
-
-
-def _zeros_like(input: np.ndarray) -> np.ndarray | int:
-    """Zeros with ``input``'s shape and strides, viewing a buffer kept for reuse, or the scalar 0
-    where the strides do not fit one (a view with gaps, negative or zero strides).
-
-    Not ``np.zeros_like``: a fresh array per call costs an allocation, and with glibc's default
-    thresholds a page fault per 4 KiB of it (the tutorial CNN's step measured 1.5x slower).
-    The buffer is never written, so its pages all map the kernel's one zero page.
-    """
-    itemsize = input.itemsize
-    if input.size == 0 or any(stride <= 0 for stride, n in zip(input.strides, input.shape) if n > 1):
-        return 0
-    span = sum((n - 1) * stride for n, stride in zip(input.shape, input.strides)) + itemsize
-    if span != input.nbytes:  # gaps between the elements: not one dense block of memory
-        return 0
-    buffer = _ZEROS.get(input.dtype)
-    if buffer is None or buffer.nbytes < span:
-        buffer = _ZEROS[input.dtype] = np.zeros(span // itemsize, dtype=input.dtype)
-        buffer.flags.writeable = False
-    return np.ndarray(input.shape, input.dtype, buffer=buffer, strides=input.strides)
+        return engine.relu(input, inplace)
+    return np.maximum(input, 0, out=input) if inplace else np.maximum(input, 0)
 
 
 def relu_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
     """dX = dY where y > 0, else 0 (torch's choice at exactly 0 is 0), from relu's output y.
 
     Written as torch's ``threshold_backward``: ``where(y <= 0, 0, dY)``, so a NaN upstream gradient
-    at an inactive unit still gives 0, and the result keeps the layout of its inputs.
+    at an inactive unit still gives 0, and a NaN output passes dY on.
     """
-    # A relu output is >= 0 or NaN, so "y != 0" is torch's "not y <= 0" in one comparison: a NaN
-    # output passes dY on, as in torch.
-    return keep_where(output != 0, grad_output)
+    if not is_textbook():
+        from tinynn._engine import elementwise as engine  # ENGINE DISPATCH: the mask as a product
 
-
-def keep_where(keep: np.ndarray, grad: np.ndarray) -> np.ndarray:
-    """``np.where(keep, grad, 0)`` (broadcast), exactly, at the speed of ``keep * grad``.
-
-    The product is branch-free, about 10x faster than np.where on a random mask (mispredicted
-    branches). Only a NaN or inf in ``grad`` where ``keep`` is False (NaN * 0) needs the exact
-    where; NaN anywhere makes the minimum NaN (one pass, no temporary array).
-    """
-    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, replaced below; torch does not warn
-        kept = keep * grad
-    if kept.size and np.isnan(kept.min()):
-        kept = np.where(keep, grad, 0)
-    return kept
+        return engine.relu_backward(grad_output, output)
+    return np.where(output <= 0, 0, grad_output)
 
 
 def _softmax_dim(name: str, ndim: int, dim: int | None) -> int:

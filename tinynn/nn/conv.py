@@ -1,24 +1,17 @@
-"""2-D convolution: im2col forward, hand-written backward, and the ``Conv2d`` module.
+"""2-D convolution: im2col, one matrix product, and its hand-written backward; the ``Conv2d`` module.
 
-With the im2col matrix ``cols`` (one row per output pixel, one column per (kernel offset,
-input channel)) a convolution is one matrix product per group::
+Pad the input, read every window through a strided view, and lay the windows out as the rows of
+one matrix ``cols`` (im2col). A convolution is then one matrix product per group::
 
-    Y = cols @ W.T + b          cols: (N*Ho*Wo, kh*kw*C/g), W: (O/g, kh*kw*C/g)
-    dW = dY.T @ cols            dY: (N*Ho*Wo, O/g)
-    db = dY.sum(0)
-    dcols = dY @ W, then dX = col2im(dcols): each column adds back into the input pixel it was read from
+    cols: (N*Ho*Wo, C*kh*kw)   one row per output pixel, columns ordered (c, i, j) like W.reshape(O, -1)
+    Y    = cols @ W.T + b      W: (O, C*kh*kw), Y: (N*Ho*Wo, O), then viewed as (N, O, Ho, Wo)
+    dW   = dY.T @ cols
+    db   = dY.sum(0)
+    dX   = col2im(dY @ W)      each column of dcols adds back into the input pixel it was read from
 
-Activations are kept channels-last in memory (see ``_window``): the output is the
-``(N*Ho*Wo, O)`` matrix product viewed as ``(N, O, Ho, Wo)``, so the next layer reads it without
-a transpose copy. The slow loop version of the same maths is ``_reference.conv2d_reference``.
-
-A large layer does the same work in pieces: its batch is split across the cores, one thread per
-part (``_parallel``), and each part builds its columns one cache-sized chunk of images at a time,
-building them again in the backward rather than keeping them (``CHUNK_BYTES``). A small layer
-(the tutorial's) runs in one piece and keeps its columns for the backward's dW.
-Argument checking (torch's messages) and the output size are in ``_conv_args``; every product
-goes through ``_blas.matmul``, which runs it on one BLAS thread or on all of them, whichever the
-size and the machine's cores make faster.
+With ``groups`` the channels split into groups that never meet: the same products, one per group.
+The loop versions, one multiply-add at a time, are in ``tinynn.nn.naive``; the fast version of the
+same maths (channels-last memory, chunks, threads) is in ``tinynn/_engine/conv.py``.
 """
 
 from __future__ import annotations
@@ -27,257 +20,156 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from tinynn._dtype import as_float_dtype
+from tinynn._textbook import is_textbook
 from tinynn.nn import init
-from tinynn.nn._blas import matmul
-from tinynn.nn._conv_args import ConvGeometry, as_batched, conv_geometry, conv_pair
-from tinynn.nn._parallel import batch_parts, even_slices, run_parts
-from tinynn.nn._window import (
-    Workspace,
-    add_windows,
-    as_nchw,
-    channels_last,
-    empty,
-    pad_channels_last,
-    windows,
-)
+from tinynn.nn._geometry import ConvGeometry, as_batched, conv_geometry, conv_pair
 from tinynn.nn.module import Module
 from tinynn.nn.parameter import Parameter
 
-# im2col columns handled at a time (per thread): a chunk this size stays in the L3 cache between the
-# product that reads it and the next (dW, then dX's blocks written over it), where a whole batch's
-# columns would go out to memory and back; rebuilding them in the backward costs less than that.
-# A batch whose columns fit in one chunk keeps them from forward to backward.
-CHUNK_BYTES = 1 << 23
 
+def windows(padded: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+            dilation: tuple[int, int]) -> np.ndarray:
+    """Every window of a padded ``(N, C, Hp, Wp)`` array, as a ``(N, C, Ho, Wo, kh, kw)`` view (no copy).
 
-def im2col(input: np.ndarray, geometry: ConvGeometry, workspace: Workspace | None = None,
-           out: np.ndarray | None = None) -> np.ndarray:
-    """Columns of a batched ``(N, C, H, W)`` input: shape ``(N*Ho*Wo, groups, kh*kw*C/groups)``.
-
-    ``cols[n*Ho*Wo + oh*Wo + ow, g, (i*kw + j)*C/g + c] = x_padded[n, g*C/g + c, oh*sh + i*dh, ow*sw + j*dw]``.
-    The window view is free; filling ``cols`` (``out`` if given, from ``cols_buffer``) is the one copy.
+    ``windows[n, c, oh, ow, i, j] = padded[n, c, oh*sh + i*dh, ow*sw + j*dw]``.
     """
-    batch, channels, height, width = input.shape
-    groups, (kernel_h, kernel_w), (out_h, out_w) = geometry.groups, geometry.kernel, geometry.out_size
+    span = ((kernel[0] - 1) * dilation[0] + 1, (kernel[1] - 1) * dilation[1] + 1)
+    every = sliding_window_view(padded, span, axis=(2, 3))  # a window at every pixel, stride 1, dilation 1
+    return every[:, :, ::stride[0], ::stride[1], ::dilation[0], ::dilation[1]]
+
+
+def add_windows(grad_windows: np.ndarray, padded_shape: tuple[int, ...], stride: tuple[int, int],
+                dilation: tuple[int, int]) -> np.ndarray:
+    """The adjoint of ``windows``: ``(N, C, Ho, Wo, kh, kw)`` -> ``(N, C, Hp, Wp)``, summing every tap.
+
+    One vectorized add per kernel offset (i, j): the taps at that offset, from all outputs, land on
+    a strided grid of the input. Overlapping windows (stride < kernel) add up, as the chain rule asks.
+    """
+    out_h, out_w, kernel_h, kernel_w = grad_windows.shape[2:]
+    grad_padded = np.zeros(padded_shape, dtype=grad_windows.dtype)
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            rows = slice(i * dilation[0], i * dilation[0] + (out_h - 1) * stride[0] + 1, stride[0])
+            cols = slice(j * dilation[1], j * dilation[1] + (out_w - 1) * stride[1] + 1, stride[1])
+            grad_padded[:, :, rows, cols] += grad_windows[:, :, :, :, i, j]
+    return grad_padded
+
+
+def pad(input: np.ndarray, pads: tuple[int, int, int, int], value: float = 0.0) -> np.ndarray:
+    """``(N, C, H, W)`` -> ``(N, C, H + top + bottom, W + left + right)``, the border filled with ``value``."""
+    top, bottom, left, right = pads
+    return np.pad(input, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+
+
+def im2col(input: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+    """``(N, C, H, W)`` -> ``cols`` of shape ``(N*Ho*Wo, C*kh*kw)``; loop twin: ``naive.im2col``."""
+    view = windows(pad(input, geometry.pads), geometry.kernel, geometry.stride, geometry.dilation)
+    batch, channels, out_h, out_w, kernel_h, kernel_w = view.shape
+    return view.transpose(0, 2, 3, 1, 4, 5).reshape(batch * out_h * out_w, channels * kernel_h * kernel_w)
+
+
+def col2im(grad_cols: np.ndarray, input_shape: tuple[int, ...], geometry: ConvGeometry) -> np.ndarray:
+    """The adjoint of ``im2col``: ``(N*Ho*Wo, C*kh*kw)`` -> ``(N, C, H, W)``; loop twin: ``naive.col2im``."""
+    batch, channels, height, width = input_shape
     top, bottom, left, right = geometry.pads
-    if any(geometry.pads):
-        padded_shape = (batch, height + top + bottom, width + left + right, channels)
-        if workspace is None:
-            padded = pad_channels_last(input, geometry.pads)
-        else:
-            buffer, border_ready = workspace.get_padded(padded_shape, input.dtype, geometry.pads)
-            padded = pad_channels_last(input, geometry.pads, out=buffer, fill_border=not border_ready)
-    else:
-        padded = channels_last(input)
-    per_group = channels // groups
-    rows = batch * out_h * out_w
-    if out is None:
-        out = cols_buffer(rows, channels, geometry, input.dtype, workspace, "cols")
-    view = windows(padded, geometry.kernel, geometry.stride, geometry.dilation, geometry.out_size)
-    if channels == 1:  # stored transposed (see cols_buffer): one row of taps per kernel offset
-        taps = out[:, 0, :].T.reshape(kernel_h, kernel_w, batch, out_h, out_w)
-        assert taps.size == 0 or np.may_share_memory(taps, out), "cols_buffer's layout"  # a view, not a copy
-        np.copyto(taps, view[..., 0].transpose(3, 4, 0, 1, 2))
-        return out
-    cols = out.reshape(batch, out_h, out_w, groups, kernel_h, kernel_w, per_group)
-    if kernel_w * per_group >= out_w:
-        # One copy of the whole window view; its innermost contiguous run is a window row (kw*C values).
-        np.copyto(cols, view.reshape(*view.shape[:5], groups, per_group).transpose(0, 1, 2, 5, 3, 4, 6))
-    else:
-        # Few channels (a grayscale first layer): window rows are too short for NumPy's inner loop,
-        # so copy one kernel offset at a time, a whole output row per inner loop.
-        for i in range(kernel_h):
-            for j in range(kernel_w):
-                np.copyto(cols[:, :, :, :, i, j], view[:, :, :, i, j].reshape(batch, out_h, out_w, groups, per_group))
-    return out
+    grad_windows = grad_cols.reshape(batch, *geometry.out_size, channels, *geometry.kernel).transpose(0, 3, 1, 2, 4, 5)
+    padded_shape = (batch, channels, height + top + bottom, width + left + right)
+    grad_padded = add_windows(grad_windows, padded_shape, geometry.stride, geometry.dilation)
+    return grad_padded[:, :, top:top + height, left:left + width]
 
 
-def cols_buffer(rows: int, channels: int, geometry: ConvGeometry, dtype: np.dtype, workspace: Workspace | None,
-                name: str, ones_column: bool = False) -> np.ndarray:
-    """Uninitialised memory for ``im2col``'s ``(rows, groups, kh*kw*C/groups)`` columns.
+@np.errstate(invalid="ignore", over="ignore")  # as in torch: infinities make NaNs silently
+def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                   geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """``(Y, cols)`` for a batched input; ``cols`` is kept for the backward's dW.
 
-    With one input channel (a grayscale first layer) a row holds only kh*kw taps, too short for
-    NumPy's copy loops: the memory is then laid out transposed, ``(kh*kw, rows)``, so that each
-    kernel offset's taps are one contiguous run, and the ``(rows, 1, kh*kw)`` array returned is a
-    transposed view of it, which BLAS reads as well as the other layout. ``ones_column`` (one
-    input channel only) adds a last column of ones: ``[cols, 1] @ [W.T; b]`` then adds the bias.
+    Shapes: input (N, C, H, W), weight (O, C/g, kh, kw), bias (O,) -> Y (N, O, Ho, Wo).
+    Per group g: ``Y[:, g] = cols[:, g] @ W[g].T + b[g]``. Loop twin: ``naive.conv2d``.
     """
-    groups, (kernel_h, kernel_w) = geometry.groups, geometry.kernel
-    width = kernel_h * kernel_w * (channels // groups)
-    if channels == 1:
-        memory = empty((width + ones_column, rows), dtype, workspace, name)
-        if ones_column:
-            memory[width] = 1
-        return memory.T[:, None, :]
-    assert not ones_column, "a ones column is only laid out for one input channel"
-    return empty((rows, groups, width), dtype, workspace, name)
+    groups, out_channels = geometry.groups, weight.shape[0]
+    cols = im2col(input, geometry)
+    rows, width = cols.shape
+    cols_per_group = cols.reshape(rows, groups, width // groups).transpose(1, 0, 2)  # (g, N*Ho*Wo, C/g*kh*kw)
+    weight_per_group = weight.reshape(groups, out_channels // groups, width // groups)  # (g, O/g, C/g*kh*kw)
+    output = (cols_per_group @ weight_per_group.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(rows, out_channels)
+    if bias is not None:
+        output += bias
+    return output.reshape(input.shape[0], *geometry.out_size, out_channels).transpose(0, 3, 1, 2), cols
 
 
-def _weight_matrix(weight: np.ndarray, groups: int) -> np.ndarray:
-    """``(O, C/g, kh, kw) -> (g, O/g, kh*kw*C/g)``, columns in the order of ``im2col``'s."""
-    out_channels = weight.shape[0]
-    per_group = weight.reshape(groups, out_channels // groups, *weight.shape[1:])
-    return np.ascontiguousarray(per_group.transpose(0, 1, 3, 4, 2)).reshape(groups, out_channels // groups, -1)
+@np.errstate(invalid="ignore", over="ignore")  # as in torch: infinities make NaNs silently
+def conv2d_backward_from_cols(grad_output: np.ndarray, cols: np.ndarray, input_shape: tuple[int, ...],
+                              weight: np.ndarray, geometry: ConvGeometry, has_bias: bool = True,
+                              needs_input_grad: bool = True
+                              ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """``(dX, dW, db)`` from the forward's ``cols``; dY is ``grad_output`` as a ``(N*Ho*Wo, O)`` matrix.
 
-
-def _chunks(images: slice, per_chunk: int) -> list[slice]:
-    """``images`` in chunks of at most ``per_chunk``, as even as possible (no small last chunk)."""
-    if images.stop - images.start <= per_chunk:
-        return [images]
-    return even_slices(images, -(-(images.stop - images.start) // per_chunk))
-
-
-def _images_per_chunk(cols_bytes_per_image: int) -> int:
-    return max(1, CHUNK_BYTES // max(1, cols_bytes_per_image))
-
-
-def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: ConvGeometry,
-                   workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(output, cols)`` for a batched input.
-
-    ``cols`` is the whole batch's im2col matrix when it fits in ``CHUNK_BYTES`` (``Conv2d`` keeps
-    it for the backward's dW), else None: the forward then builds it one chunk of images at a
-    time, and the backward builds it again. A large batch is also split across the cores
-    (``_parallel``): each part handles its own images' rows of ``cols`` and of the output.
+    Y = cols @ W.T + b is a product like ``Linear``'s, so per group: ``dW = dY.T @ cols``,
+    ``db = dY.sum(0)``, ``dcols = dY @ W``, and ``dX = col2im(dcols)``. Loop twin: ``naive.conv2d_backward``.
     """
-    batch, out_channels, groups = input.shape[0], weight.shape[0], geometry.groups
-    out_w = geometry.out_size[1]
-    per_image = geometry.out_size[0] * out_w
-    per_group = weight[0].size  # kh*kw*C/g columns
-    keep = batch * per_image * groups * per_group * input.itemsize <= CHUNK_BYTES
-    channels = input.shape[1]
-    # With one input channel the bias is added by the product itself, through a column of ones (an
-    # add over the whole output would cost as much as the product, whose K = kh*kw is tiny).
-    fold_bias = bias is not None and channels == 1
-    buffer = (cols_buffer(batch * per_image, channels, geometry, input.dtype, workspace, "cols", fold_bias)
-              if keep else None)
-    per_chunk = max(1, batch) if keep else _images_per_chunk(per_image * groups * per_group * input.itemsize)
-    output = np.empty((batch * per_image, groups, out_channels // groups), dtype=input.dtype)
-    weight_t = _weight_matrix(weight, groups).transpose(0, 2, 1)
-    if fold_bias:
-        weight_t = np.concatenate([weight_t, bias.reshape(1, 1, out_channels)], axis=1)
-    bias_row = None
-    if bias is not None and not fold_bias:
-        # Added to whole output rows (Wo*O values) at a time: NumPy's inner loop over only O values is slow.
-        bias_row = np.empty((out_w, out_channels), dtype=input.dtype)
-        bias_row[...] = bias
-
-    @np.errstate(invalid="ignore", over="ignore")  # as in torch: infinities make NaNs silently
-    def forward_part(index: int, images: slice) -> None:
-        part_workspace = None if workspace is None else workspace.part(index)
-        part_buffer = buffer if keep else cols_buffer(per_chunk * per_image, channels, geometry, input.dtype,
-                                                      part_workspace, "chunk cols", fold_bias)
-        for chunk in _chunks(images, per_chunk):
-            rows = slice(chunk.start * per_image, chunk.stop * per_image)
-            chunk_buffer = part_buffer[rows] if keep else part_buffer[:rows.stop - rows.start]
-            im2col(input[chunk], geometry, part_workspace, out=chunk_buffer[:, :, :per_group])
-            # Y[:, g] = cols[:, g] @ W[g].T for every group in one batched matmul, written in place.
-            matmul(chunk_buffer.transpose(1, 0, 2), weight_t, out=output[rows].transpose(1, 0, 2))
-            if bias_row is not None:
-                output[rows].reshape(-1, out_w * out_channels)[...] += bias_row.reshape(-1)
-
-    run_parts(forward_part, batch_parts(batch, batch * per_image * groups * per_group * out_channels // groups))
-    cols = None if buffer is None else buffer[:, :, :per_group]
-    return as_nchw(output.reshape(batch, *geometry.out_size, out_channels)), cols
+    groups, out_channels = geometry.groups, weight.shape[0]
+    (rows, width), per_group = cols.shape, (out_channels // groups, cols.shape[1] // groups)
+    grad_matrix = grad_output.transpose(0, 2, 3, 1).reshape(rows, groups, per_group[0]).transpose(1, 0, 2)
+    cols_per_group = cols.reshape(rows, groups, per_group[1]).transpose(1, 0, 2)
+    grad_weight = (grad_matrix.transpose(0, 2, 1) @ cols_per_group).reshape(weight.shape)
+    grad_bias = grad_matrix.sum(axis=1).reshape(out_channels) if has_bias else None
+    if not needs_input_grad:
+        return None, grad_weight, grad_bias
+    grad_cols = grad_matrix @ weight.reshape(groups, *per_group)  # (g, N*Ho*Wo, C/g*kh*kw)
+    return col2im(grad_cols.transpose(1, 0, 2).reshape(rows, width), input_shape, geometry), grad_weight, grad_bias
 
 
+# ------------------------------------------------------------------------------ engine dispatch
+# The one place where conv2d may leave this file: unless in textbook mode (``tinynn.textbook``),
+# the same maths runs on ``tinynn/_engine/conv.py``, which is fast (see its README). Each backward
+# takes the path its forward took: the two keep different things between them.
+def _forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geometry: ConvGeometry,
+             owner: object = None) -> tuple[np.ndarray, Any, bool]:
+    if is_textbook():
+        return (*conv2d_forward(input, weight, bias, geometry), False)
+    from tinynn._engine import conv as engine
+
+    return (*engine.conv2d_forward(input, weight, bias, geometry, owner), True)
+
+
+def _backward(grad_output: np.ndarray, saved: Any, on_engine: bool, input: np.ndarray, weight: np.ndarray,
+              geometry: ConvGeometry, has_bias: bool, needs_input_grad: bool, owner: object = None
+              ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    if not on_engine:
+        cols = im2col(input, geometry) if saved is None else saved
+        return conv2d_backward_from_cols(grad_output, cols, input.shape, weight, geometry, has_bias, needs_input_grad)
+    from tinynn._engine import conv as engine
+
+    return engine.conv2d_backward(grad_output, input, weight, geometry, saved, has_bias, needs_input_grad, owner)
+
+
+# ------------------------------------------------------------------------------ the functional API
 def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
     """2-D cross-correlation, like ``torch.nn.functional.conv2d``.
 
     Shapes: input (N, C, H, W) or (C, H, W), weight (O, C/groups, kh, kw), bias (O,) ->
-    output (N, O, Ho, Wo), stored channels-last. ``padding`` may be an int, a pair, 'valid' or 'same'.
+    output (N, O, Ho, Wo). ``padding`` may be an int, a pair, 'valid' or 'same'.
     """
     batched, unbatched = as_batched(input, weight)
     geometry = conv_geometry(batched.shape, weight.shape, stride, padding, dilation, groups,
                              None if bias is None else bias.shape)
     if bias is not None and bias.dtype != input.dtype:
         raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
-    output, _ = conv2d_forward(batched, weight, bias, geometry)
+    output = _forward(batched, weight, bias, geometry)[0]
     return output[0] if unbatched else output
-
-
-def conv2d_backward_batched(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray,
-                            geometry: ConvGeometry, cols: np.ndarray | None = None, has_bias: bool = True,
-                            needs_input_grad: bool = True, workspace: Workspace | None = None
-                            ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """The backward of a batched conv2d; see ``conv2d_backward``.
-
-    ``cols``: the forward's im2col matrix if it kept one (it is overwritten), else it is rebuilt
-    one chunk of images at a time, so that each chunk's columns are still in the cache when dW,
-    then dX's blocks (written over them), use them. A large batch is split across the cores as in
-    ``conv2d_forward``: each part adds its images' share of dW and db, and writes its images' dX.
-    """
-    batch, channels = input.shape[:2]
-    out_channels, groups, (kernel_h, kernel_w) = weight.shape[0], geometry.groups, geometry.kernel
-    per_image, per_group = geometry.out_size[0] * geometry.out_size[1], channels // groups
-    cols_width = kernel_h * kernel_w * per_group
-    cols_bytes_per_image = per_image * groups * cols_width * input.itemsize
-    per_chunk = max(1, batch) if cols is not None else _images_per_chunk(cols_bytes_per_image)
-    # A free view when grad_output is channels-last in memory, as the forward produced it.
-    grad_matrix = channels_last(grad_output).reshape(batch * per_image, groups, out_channels // groups)
-    # dcols = dY @ W, one (rows, C) block per kernel offset (i, j): contiguous blocks make the
-    # col2im adds run along whole rows. weight_offsets[g, i*kw + j] is the (O/g, C/g) matrix W[group g's
-    # outputs, :, i, j].
-    weight_offsets = np.ascontiguousarray(
-        weight.reshape(groups, out_channels // groups, per_group, kernel_h * kernel_w).transpose(0, 3, 1, 2))
-    grad_input = np.empty((batch, *input.shape[2:], channels), dtype=input.dtype) if needs_input_grad else None
-
-    @np.errstate(invalid="ignore", over="ignore")  # as in torch: infinities make NaNs silently
-    def backward_part(index: int, images: slice) -> tuple[np.ndarray, np.ndarray | None]:
-        part_workspace = None if workspace is None else workspace.part(index)
-        buffer = cols if cols is not None else cols_buffer(per_chunk * per_image, channels, geometry, input.dtype,
-                                                           part_workspace, "chunk cols")
-        part_weight = part_bias = None
-        for chunk in _chunks(images, per_chunk):
-            rows = slice(chunk.start * per_image, chunk.stop * per_image)
-            grad_rows = grad_matrix[rows]
-            if cols is not None:
-                chunk_cols = cols[rows]
-            else:
-                chunk_cols = im2col(input[chunk], geometry, part_workspace, out=buffer[:rows.stop - rows.start])
-            # dW[g].T = cols[:, g].T @ dY[:, g]: (kh*kw*C/g, O/g), rows ordered (i, j, c) as in im2col.
-            chunk_weight = matmul(chunk_cols.transpose(1, 2, 0), grad_rows.transpose(1, 0, 2))
-            part_weight = chunk_weight if part_weight is None else part_weight + chunk_weight
-            if has_bias:
-                # db = 1.T @ dY: a matrix-vector product (BLAS), several times faster than .sum(axis=0) on rows.
-                chunk_bias = matmul(np.ones(grad_rows.shape[0], dtype=input.dtype),
-                                    grad_rows.reshape(-1, out_channels))
-                part_bias = chunk_bias if part_bias is None else part_bias + chunk_bias
-            if grad_input is not None:  # dW is done with these columns: dX's blocks overwrite them
-                # (a copy instead, for one input channel's transposed columns: reshape cannot view them)
-                blocks = chunk_cols.reshape(kernel_h * kernel_w, -1, groups, per_group)
-                matmul(grad_rows.transpose(1, 0, 2)[:, None], weight_offsets, out=blocks.transpose(2, 0, 1, 3))
-                add_windows(blocks.reshape(kernel_h, kernel_w, -1, *geometry.out_size, groups, per_group),
-                            input.shape[2:], geometry.stride, geometry.dilation, geometry.pads,
-                            out=grad_input[chunk].reshape(-1, *input.shape[2:], groups, per_group), overwrite=True)
-        if part_weight is None:  # an empty part (batch 0)
-            part_weight = np.zeros((groups, cols_width, out_channels // groups), dtype=input.dtype)
-            part_bias = np.zeros(out_channels, dtype=input.dtype) if has_bias else None
-        return part_weight, part_bias
-
-    (grad_weight, grad_bias), *other_parts = run_parts(
-        backward_part, batch_parts(batch, batch * per_image * groups * cols_width * out_channels // groups))
-    for part_weight, part_bias in other_parts:
-        grad_weight = grad_weight + part_weight
-        grad_bias = None if grad_bias is None else grad_bias + part_bias
-    grad_weight = grad_weight.reshape(groups, kernel_h, kernel_w, per_group, out_channels // groups)
-    grad_weight = np.ascontiguousarray(grad_weight.transpose(0, 4, 3, 1, 2)).reshape(weight.shape)
-    if grad_input is None:
-        return None, grad_weight, grad_bias
-    return as_nchw(grad_input), grad_weight, grad_bias
 
 
 def conv2d_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray, stride: Any = 1,
                     padding: Any = 0, dilation: Any = 1, groups: int = 1, has_bias: bool = True,
                     needs_input_grad: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """Gradients of ``conv2d``: ``(grad_input, grad_weight, grad_bias)``.
+    """Gradients of ``conv2d``: ``(grad_input, grad_weight, grad_bias)`` (see ``conv2d_backward_from_cols``).
 
-    Per group, with dY the ``(N*Ho*Wo, O/g)`` matrix of ``grad_output``: ``dW = dY.T @ cols``,
-    ``db = dY.sum(0)``, ``dX = col2im(dY @ W)``. ``grad_input`` is None when ``needs_input_grad``
-    is False (the work is skipped), ``grad_bias`` when ``has_bias`` is False.
+    ``grad_input`` is None when ``needs_input_grad`` is False (the work is skipped), ``grad_bias``
+    when ``has_bias`` is False.
     """
     batched, unbatched = as_batched(input, weight)
     if unbatched:
@@ -289,8 +181,8 @@ def conv2d_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarr
                            f"got {list(grad_output.shape)}")
     if grad_output.dtype != input.dtype:
         raise RuntimeError(f"conv2d_backward: grad_output dtype {grad_output.dtype} != input dtype {input.dtype}")
-    grad_input, grad_weight, grad_bias = conv2d_backward_batched(grad_output, batched, weight, geometry,
-                                                                 has_bias=has_bias, needs_input_grad=needs_input_grad)
+    grad_input, grad_weight, grad_bias = _backward(grad_output, None, not is_textbook(), batched, weight, geometry,
+                                                   has_bias, needs_input_grad)
     if unbatched and grad_input is not None:
         grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias
@@ -301,8 +193,8 @@ class Conv2d(Module):
 
     ``weight``: (out_channels, in_channels/groups, kh, kw), ``bias``: (out_channels,), both
     initialised as torch does: uniform in +-1/sqrt(fan_in), fan_in = in_channels/groups*kh*kw.
-    The backward of a large layer reads its input again (to rebuild the columns), so the input must
-    not change in place between forward and backward (see ``tinynn.nn.module``).
+    The engine's backward of a large layer reads its input again (to rebuild the columns), so the
+    input must not change in place between forward and backward (see ``tinynn.nn.module``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
@@ -335,7 +227,6 @@ class Conv2d(Module):
         float_dtype = as_float_dtype(dtype if dtype is not None else np.float32)
         self.weight = Parameter(np.empty((out_channels, in_channels // groups, *self.kernel_size), dtype=float_dtype))
         self.bias = Parameter(np.empty(out_channels, dtype=float_dtype)) if bias else None
-        self._workspace = Workspace()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -350,18 +241,16 @@ class Conv2d(Module):
         bias = None if self.bias is None else self.bias.data
         batched, unbatched = as_batched(input, weight)
         geometry = conv_geometry(batched.shape, weight.shape, self.stride, self.padding, self.dilation, self.groups)
-        output, cols = conv2d_forward(batched, weight, bias, geometry, self._workspace)
-        self.save_for_backward(batched, cols, geometry, unbatched)
+        output, saved, on_engine = _forward(batched, weight, bias, geometry, owner=self)
+        self.save_for_backward(batched, saved, on_engine, geometry, unbatched)
         return output[0] if unbatched else output
 
     def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
-        input, cols, geometry, unbatched = self.saved_tensors()
+        input, saved, on_engine, geometry, unbatched = self.saved_tensors()
         if unbatched:
             grad_output = grad_output[None]
-        # cols (when the forward kept it) lives in this module's workspace: the backward may overwrite it.
-        grad_input, grad_weight, grad_bias = conv2d_backward_batched(
-            grad_output, input, self.weight.data, geometry, cols, has_bias=self.bias is not None,
-            needs_input_grad=needs_input_grad, workspace=self._workspace)
+        grad_input, grad_weight, grad_bias = _backward(grad_output, saved, on_engine, input, self.weight.data,
+                                                       geometry, self.bias is not None, needs_input_grad, owner=self)
         self.weight.accumulate_grad(grad_weight)
         if self.bias is not None:
             self.bias.accumulate_grad(grad_bias)

@@ -1,15 +1,16 @@
 """2-D pooling: average, max and adaptive average, each a forward beside its backward, and the modules.
 
-All three loop over the kernel offsets ``(i, j)``, never over pixels: for each offset, the block
-of outputs whose tap lands inside the input is one strided slice (``_window.offset_blocks``).
+Average and max pooling read the same windows as a convolution (``conv.windows``: a strided view
+of the padded input, ``(N, C, Ho, Wo, kh, kw)``), and send gradients back through its adjoint
+(``conv.add_windows``: one add per kernel offset):
 
-* avg:  ``Y = sum_taps(X) / divisor``;       ``dX[tap] += dY / divisor`` for every tap.
-* max:  ``Y = X[winner]``;                    ``dX[winner] += dY`` (only the winning tap).
-* adaptive avg: bins ``[floor(i*H/Ho), ceil((i+1)*H/Ho))`` per axis; the pooling is linear and
-  separable, ``Y = A_h X A_w.T`` per plane with ``A[i, bin_i] = 1/len(bin_i)``, so ``dX = A_h.T dY A_w``.
+* avg:  ``Y = sum(window) / divisor``;   every tap of the window receives ``dY / divisor``.
+* max:  ``Y = max(window)``;             only the tap that won receives ``dY`` (torch's tie rule
+  decides the winner: the first of equal maxima, but the last NaN).
+* adaptive avg: the mean over torch's bins ``[floor(i*H/Ho), ceil((i+1)*H/Ho))`` per axis; every
+  pixel of a bin receives ``dY / bin area`` (bins overlap when the sizes do not divide).
 
-Outputs and input gradients are channels-last in memory, like convolution's (see ``_window``).
-The slow loop versions are in ``_reference``.
+The loop versions are in ``tinynn.nn.naive``; the fast ones in ``tinynn/_engine/pooling.py``.
 """
 
 from __future__ import annotations
@@ -18,16 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from tinynn.nn._window import (
-    PoolGeometry,
-    add_windows,
-    as_nchw,
-    channels_last,
-    offset_blocks,
-    pool_geometry,
-    zeros,
-)
-from tinynn.nn.activation import keep_where
+from tinynn._textbook import is_textbook
+from tinynn.nn._geometry import PoolGeometry, pool_geometry
+from tinynn.nn.conv import add_windows, pad, windows
 from tinynn.nn.module import Module
 
 
@@ -50,19 +44,47 @@ def _unbatch(array: np.ndarray, unbatched: bool) -> np.ndarray:
     return array[0] if unbatched else array
 
 
+def pool_pads(input_shape: tuple[int, ...], geometry: PoolGeometry) -> tuple[int, int, int, int]:
+    """The pooling's padding, extended on the bottom and right as far as the last window reaches
+    (with ``ceil_mode`` it may hang over the padding)."""
+    (height, width), (out_h, out_w) = input_shape[2:], geometry.out_size
+    top, _, left, _ = geometry.pads
+    reach_h = (out_h - 1) * geometry.stride[0] + (geometry.kernel[0] - 1) * geometry.dilation[0] + 1
+    reach_w = (out_w - 1) * geometry.stride[1] + (geometry.kernel[1] - 1) * geometry.dilation[1] + 1
+    return top, max(0, reach_h - top - height), left, max(0, reach_w - left - width)
+
+
+def pool_windows(input: np.ndarray, geometry: PoolGeometry, fill: float) -> np.ndarray:
+    """The ``(N, C, Ho, Wo, kh, kw)`` windows of ``input`` padded with ``fill`` (``pool_pads``)."""
+    padded = pad(input, pool_pads(input.shape, geometry), fill)
+    return windows(padded, geometry.kernel, geometry.stride, geometry.dilation)[:, :, :geometry.out_size[0],
+                                                                                :geometry.out_size[1]]
+
+
+def _add_windows_cropped(grad_windows: np.ndarray, input_shape: tuple[int, ...], geometry: PoolGeometry
+                         ) -> np.ndarray:
+    """``conv.add_windows`` into the padded input, then the padding cut off: the adjoint of ``pool_windows``."""
+    top, bottom, left, right = pool_pads(input_shape, geometry)
+    batch, channels, height, width = input_shape
+    padded_shape = (batch, channels, top + height + bottom, left + width + right)
+    grad_padded = add_windows(grad_windows, padded_shape, geometry.stride, geometry.dilation)
+    return grad_padded[:, :, top:top + height, left:left + width]
+
+
 # ---------------------------------------------------------------------------------------- avg pool
-def _avg_divisors(input_shape: tuple[int, ...], geometry: PoolGeometry, count_include_pad: bool,
-                  divisor_override: int | None, dtype: np.dtype) -> np.ndarray:
-    """(Ho, Wo, 1) divisors, torch's rule: the window clipped to the padded input, or to the input."""
+def avg_divisors(input_shape: tuple[int, ...], geometry: PoolGeometry, count_include_pad: bool,
+                 divisor_override: int | None) -> np.ndarray:
+    """(Ho, Wo) divisors, torch's rule: the window clipped to the padded input (``count_include_pad``),
+    or to the input itself; ``divisor_override`` replaces them all."""
     if divisor_override is not None:
-        return np.full((*geometry.out_size, 1), divisor_override, dtype=dtype)
+        return np.full(geometry.out_size, divisor_override)
     counts = []
-    for size, out, kernel, stride, pad in zip(input_shape[2:], geometry.out_size, geometry.kernel, geometry.stride,
-                                              geometry.pads[::2]):
-        start = np.arange(out) * stride - pad
-        end = np.minimum(start + kernel, size + pad)
+    for size, out, kernel, stride, pad_before in zip(input_shape[2:], geometry.out_size, geometry.kernel,
+                                                     geometry.stride, geometry.pads[::2]):
+        start = np.arange(out) * stride - pad_before
+        end = np.minimum(start + kernel, size + pad_before)
         counts.append(end - start if count_include_pad else np.minimum(end, size) - np.maximum(start, 0))
-    return np.multiply.outer(counts[0], counts[1]).astype(dtype)[:, :, None]
+    return np.multiply.outer(counts[0], counts[1])
 
 
 def _avg_args(input: np.ndarray, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool,
@@ -75,24 +97,36 @@ def _avg_args(input: np.ndarray, kernel_size: Any, stride: Any, padding: Any, ce
 
 
 @np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
+def avg_pool2d_forward(input: np.ndarray, geometry: PoolGeometry, divisors: np.ndarray) -> np.ndarray:
+    """``Y[n, c, oh, ow] = sum of the window's taps / divisor[oh, ow]``; loop twin: ``naive.avg_pool2d``."""
+    return pool_windows(input, geometry, 0.0).sum(axis=(4, 5)) / divisors.astype(input.dtype)
+
+
+@np.errstate(invalid="ignore", over="ignore")
+def avg_pool2d_backward_textbook(grad_output: np.ndarray, input_shape: tuple[int, ...], geometry: PoolGeometry,
+                                 divisors: np.ndarray) -> np.ndarray:
+    """Every tap of window (oh, ow) receives ``dY[oh, ow] / divisor``; loop twin: ``naive.avg_pool2d_backward``."""
+    grad_per_tap = grad_output / divisors.astype(grad_output.dtype)
+    grad_windows = np.broadcast_to(grad_per_tap[..., None, None], (*grad_per_tap.shape, *geometry.kernel))
+    return _add_windows_cropped(grad_windows, input_shape, geometry)
+
+
 def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
     """Average over each window, like ``torch.nn.functional.avg_pool2d``; (N, C, H, W) -> (N, C, Ho, Wo).
 
-    ``Y[oh, ow] = sum of the window's taps inside the input / divisor``; the divisor counts the
-    padding too when ``count_include_pad`` (never the part beyond it), unless ``divisor_override``.
+    The divisor counts the padding too when ``count_include_pad`` (never the part beyond it),
+    unless ``divisor_override``.
     """
     batched, unbatched, geometry = _avg_args(input, kernel_size, stride, padding, ceil_mode, divisor_override)
-    x = channels_last(batched)
-    total = zeros((batched.shape[0], *geometry.out_size, batched.shape[1]), batched.dtype)
-    for _, _, out_block, in_block in offset_blocks(batched.shape[2:], geometry.out_size, geometry.kernel,
-                                                   geometry.stride, geometry.dilation, geometry.pads):
-        total[:, out_block[0], out_block[1]] += x[:, in_block[0], in_block[1]]
-    total /= _avg_divisors(batched.shape, geometry, count_include_pad, divisor_override, batched.dtype)
-    return _unbatch(as_nchw(total), unbatched)
+    divisors = avg_divisors(batched.shape, geometry, count_include_pad, divisor_override)
+    if is_textbook():
+        return _unbatch(avg_pool2d_forward(batched, geometry, divisors), unbatched)
+    from tinynn._engine import pooling as engine  # ENGINE DISPATCH: the same sums, offset by offset
+
+    return _unbatch(engine.avg_pool2d_forward(batched, geometry, divisors), unbatched)
 
 
-@np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, kernel_size: Any, stride: Any = None,
                         padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                         divisor_override: int | None = None) -> np.ndarray:
@@ -100,57 +134,60 @@ def avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, kernel_size:
     batched, unbatched, geometry = _avg_args(input, kernel_size, stride, padding, ceil_mode, divisor_override)
     grad_output = grad_output[None] if unbatched else grad_output
     _check_grad("avg_pool2d", grad_output, (*batched.shape[:2], *geometry.out_size))
-    divisors = _avg_divisors(batched.shape, geometry, count_include_pad, divisor_override, batched.dtype)
-    grad_per_tap = channels_last(grad_output) / divisors
-    # The same (N, Ho, Wo, C) block for every offset: a broadcast view, nothing copied.
-    grad_offsets = np.broadcast_to(grad_per_tap, (*geometry.kernel, *grad_per_tap.shape))
-    grad_input = add_windows(grad_offsets, batched.shape[2:], geometry.stride, geometry.dilation, geometry.pads)
-    return _unbatch(as_nchw(grad_input), unbatched)
+    divisors = avg_divisors(batched.shape, geometry, count_include_pad, divisor_override)
+    if is_textbook():
+        return _unbatch(avg_pool2d_backward_textbook(grad_output, batched.shape, geometry, divisors), unbatched)
+    from tinynn._engine import pooling as engine  # ENGINE DISPATCH: col2im by phases, on channels-last memory
+
+    return _unbatch(engine.avg_pool2d_backward(grad_output, batched.shape, geometry, divisors), unbatched)
 
 
 # ---------------------------------------------------------------------------------------- max pool
-def _max_pool_winners(batched: np.ndarray, geometry: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """``(output, winner)``: the max of each window, and which kernel offset ``i*kw + j`` holds it.
+@np.errstate(invalid="ignore")  # comparisons with NaN
+def max_pool2d_forward(input: np.ndarray, geometry: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """``(Y, indices)``: each window's max, and where it sits as torch numbers it (``h * W + w``).
 
-    Offsets are visited in torch's order (row-major) and an offset wins when its value is
-    strictly greater (so a tie keeps the earlier one) or NaN (so the last NaN wins); the first
-    tap inside the input wins over nothing, so a window of -inf still picks a real element.
+    torch scans a window's taps row by row and takes a tap that is greater than the best so far,
+    or NaN: so of equal maxima the first wins, of NaNs the last. Padding never wins (it is -inf,
+    and a real -inf tied with it wins). Loop twin: ``naive.max_pool2d``.
     """
-    x = channels_last(batched)
-    out_shape = (batched.shape[0], *geometry.out_size, batched.shape[1])
-    output = np.full(out_shape, -np.inf, batched.dtype)
-    winner = np.full(out_shape, -1, dtype=np.int16)
-    for i, j, out_block, in_block in offset_blocks(batched.shape[2:], geometry.out_size, geometry.kernel,
-                                                   geometry.stride, geometry.dilation, geometry.pads):
-        value = x[:, in_block[0], in_block[1]]
-        best = output[:, out_block[0], out_block[1]]
-        held = winner[:, out_block[0], out_block[1]]
-        wins = (value > best) | np.isnan(value) | (held < 0)
-        np.maximum(best, value, out=best)  # same values as taking the winner's (NaN propagates)
-        # Branch-free "held = offset where wins": offsets only grow, so keep the larger.
-        np.maximum(held, wins * np.int16(i * geometry.kernel[1] + j + 1) - np.int16(1), out=held)
-    return output, winner
+    height, width = input.shape[2:]
+    taps_per_window = geometry.kernel[0] * geometry.kernel[1]
+    taps = pool_windows(input, geometry, -np.inf).reshape(*input.shape[:2], *geometry.out_size, taps_per_window)
+    inside = pool_windows(np.ones((1, 1, height, width), dtype=bool), geometry, False).reshape(
+        1, 1, *geometry.out_size, taps_per_window)
+    best = taps.max(axis=-1)  # NaN if any tap is NaN
+    first_best = np.argmax(inside & (taps == best[..., None]), axis=-1)
+    last_nan = taps.shape[-1] - 1 - np.argmax(np.isnan(taps)[..., ::-1], axis=-1)
+    winner = np.where(np.isnan(best), last_nan, first_best)
+    i, j = np.divmod(winner, geometry.kernel[1])  # the winning kernel offset, then its pixel:
+    rows = np.arange(geometry.out_size[0])[:, None] * geometry.stride[0] - geometry.pads[0] + i * geometry.dilation[0]
+    cols = np.arange(geometry.out_size[1]) * geometry.stride[1] - geometry.pads[2] + j * geometry.dilation[1]
+    return best, (rows * width + cols).astype(np.int64)
 
 
-def _flat_indices(winner: np.ndarray, input_shape: tuple[int, ...], geometry: PoolGeometry) -> np.ndarray:
-    """torch's ``indices``: the winner's position ``h * W + w`` in its input plane (int64)."""
-    width = input_shape[3]
-    rows = np.arange(geometry.out_size[0])[:, None, None] * geometry.stride[0] - geometry.pads[0]
-    cols = np.arange(geometry.out_size[1])[None, :, None] * geometry.stride[1] - geometry.pads[2]
-    i, j = np.divmod(winner.astype(np.int64), geometry.kernel[1])
-    return (rows + i * geometry.dilation[0]) * width + cols + j * geometry.dilation[1]
+@np.errstate(invalid="ignore", over="ignore")
+def max_pool2d_backward_textbook(grad_output: np.ndarray, indices: np.ndarray, input_shape: tuple[int, ...]
+                                 ) -> np.ndarray:
+    """The routing: ``dX[n, c].flat[indices[n, c, oh, ow]] += dY[n, c, oh, ow]``; nothing reaches the
+    taps that lost. Loop twin: ``naive.max_pool2d_backward``."""
+    batch, channels, height, width = input_shape
+    planes = batch * channels
+    grad_input = np.zeros((planes, height * width), dtype=grad_output.dtype)
+    np.add.at(grad_input, (np.arange(planes)[:, None], indices.reshape(planes, -1)), grad_output.reshape(planes, -1))
+    return grad_input.reshape(input_shape)
 
 
-def _winners_from_indices(indices: np.ndarray, input_shape: tuple[int, ...], geometry: PoolGeometry) -> np.ndarray:
-    """Inverse of ``_flat_indices``: the kernel offset ``i*kw + j`` that each index points at."""
+def winners_from_indices(indices: np.ndarray, input_shape: tuple[int, ...], geometry: PoolGeometry) -> np.ndarray:
+    """The kernel offset ``i*kw + j`` that each of torch's indices points at; refuses indices that
+    do not point into their own window (so they cannot send a gradient anywhere else)."""
     height, width = input_shape[2:]
-    index = channels_last(indices)
-    rows = np.arange(geometry.out_size[0])[:, None, None] * geometry.stride[0] - geometry.pads[0]
-    cols = np.arange(geometry.out_size[1])[None, :, None] * geometry.stride[1] - geometry.pads[2]
-    h, w = np.divmod(index, width)
+    rows = np.arange(geometry.out_size[0])[:, None] * geometry.stride[0] - geometry.pads[0]
+    cols = np.arange(geometry.out_size[1]) * geometry.stride[1] - geometry.pads[2]
+    h, w = np.divmod(indices, width)
     i, i_rest = np.divmod(h - rows, geometry.dilation[0])
     j, j_rest = np.divmod(w - cols, geometry.dilation[1])
-    inside = ((index >= 0) & (index < height * width) & (i_rest == 0) & (j_rest == 0)
+    inside = ((indices >= 0) & (indices < height * width) & (i_rest == 0) & (j_rest == 0)
               & (i >= 0) & (i < geometry.kernel[0]) & (j >= 0) & (j < geometry.kernel[1]))
     if not inside.all():
         raise RuntimeError("max_pool2d_backward: indices do not point into their pooling windows")
@@ -164,6 +201,29 @@ def _max_args(input: np.ndarray, kernel_size: Any, stride: Any, padding: Any, di
                                              ceil_mode)
 
 
+# Engine dispatch: the engine keeps each window's winning offset (int16) rather than torch's index,
+# and its backward routes with it; ``saved`` is whichever the forward made.
+def _max_forward(input: np.ndarray, geometry: PoolGeometry, return_indices: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, bool]:
+    """``(Y, indices or None, saved, on_engine)``."""
+    if is_textbook():
+        output, indices = max_pool2d_forward(input, geometry)
+        return output, indices, indices, False
+    from tinynn._engine import pooling as engine  # ENGINE DISPATCH: offset by offset, on channels-last memory
+
+    output, winner = engine.max_pool2d_forward(input, geometry)
+    return output, engine.flat_indices(winner, input.shape, geometry) if return_indices else None, winner, True
+
+
+def _max_backward(grad_output: np.ndarray, saved: np.ndarray, on_engine: bool, input_shape: tuple[int, ...],
+                  geometry: PoolGeometry) -> np.ndarray:
+    if not on_engine:
+        return max_pool2d_backward_textbook(grad_output, saved, input_shape)
+    from tinynn._engine import pooling as engine
+
+    return engine.max_pool2d_backward(grad_output, saved, input_shape, geometry)
+
+
 def max_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                ceil_mode: bool = False, return_indices: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Max over each window (padding never wins), like ``torch.nn.functional.max_pool2d``.
@@ -171,23 +231,10 @@ def max_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding:
     With ``return_indices`` also returns torch's int64 indices (``h * W + w`` within the plane).
     """
     batched, unbatched, geometry = _max_args(input, kernel_size, stride, padding, dilation, ceil_mode)
-    output, winner = _max_pool_winners(batched, geometry)
-    output = _unbatch(as_nchw(output), unbatched)
+    output, indices, _, _ = _max_forward(batched, geometry, return_indices)
     if not return_indices:
-        return output
-    return output, _unbatch(as_nchw(_flat_indices(winner, batched.shape, geometry)), unbatched)
-
-
-@np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs silently, as in torch
-def _max_pool_grad(grad_output: np.ndarray, winner: np.ndarray, input_shape: tuple[int, ...],
-                   geometry: PoolGeometry) -> np.ndarray:
-    grad = channels_last(grad_output)
-    offsets = np.arange(geometry.kernel[0] * geometry.kernel[1], dtype=winner.dtype)
-    # grad_offsets[i, j] = dY where offset (i, j) won the window, else 0 (a NaN or inf dY goes to the
-    # winner alone, as in torch).
-    grad_offsets = keep_where(winner == offsets[:, None, None, None, None], grad)
-    return as_nchw(add_windows(grad_offsets.reshape(*geometry.kernel, *grad.shape), input_shape[2:],
-                               geometry.stride, geometry.dilation, geometry.pads, overwrite=True))
+        return _unbatch(output, unbatched)
+    return _unbatch(output, unbatched), _unbatch(indices, unbatched)
 
 
 def max_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, kernel_size: Any, stride: Any = None,
@@ -198,12 +245,14 @@ def max_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, kernel_size:
     grad_output = grad_output[None] if unbatched else grad_output
     _check_grad("max_pool2d", grad_output, (*batched.shape[:2], *geometry.out_size))
     if indices is None:
-        winner = _max_pool_winners(batched, geometry)[1]
+        _, _, saved, on_engine = _max_forward(batched, geometry, return_indices=False)
     else:
         indices = indices[None] if unbatched else indices
         _check_grad("max_pool2d", indices, grad_output.shape)
-        winner = _winners_from_indices(indices, batched.shape, geometry)
-    return _unbatch(_max_pool_grad(grad_output, winner, batched.shape, geometry), unbatched)
+        winner = winners_from_indices(indices, batched.shape, geometry)
+        on_engine = not is_textbook()
+        saved = winner.astype(np.int16) if on_engine else indices
+    return _unbatch(_max_backward(grad_output, saved, on_engine, batched.shape, geometry), unbatched)
 
 
 # ---------------------------------------------------------------------------------------- adaptive avg
@@ -238,77 +287,50 @@ def adaptive_bins(in_size: int, out_size: int) -> list[tuple[int, int]]:
     return [((i * in_size) // out_size, -((-(i + 1) * in_size) // out_size)) for i in range(out_size)]
 
 
-def _average_bins(x: np.ndarray, axis: int, bins: list[tuple[int, int]]) -> np.ndarray:
-    """Mean of ``x`` over each bin along ``axis`` (one vectorized sum per bin)."""
-    shape = list(x.shape)
-    shape[axis] = len(bins)
-    output = np.empty(shape, dtype=x.dtype)
-    for i, (start, end) in enumerate(bins):
-        source = (slice(None),) * axis + (slice(start, end),)
-        target = (slice(None),) * axis + (slice(i, i + 1),)
-        np.sum(x[source], axis=axis, keepdims=True, out=output[target])
-        output[target] /= end - start
+@np.errstate(invalid="ignore", over="ignore")
+def adaptive_avg_pool2d_forward(input: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """``Y[n, c, i, j]`` = the mean of X over row bin i and column bin j; loop twin: ``naive.adaptive_avg_pool2d``."""
+    output = np.empty((*input.shape[:2], *output_size), dtype=input.dtype)
+    for i, (top, bottom) in enumerate(adaptive_bins(input.shape[2], output_size[0])):
+        for j, (left, right) in enumerate(adaptive_bins(input.shape[3], output_size[1])):
+            area = (bottom - top) * (right - left)
+            output[:, :, i, j] = input[:, :, top:bottom, left:right].sum(axis=(2, 3)) / area
     return output
 
 
-def _spread_bins(grad: np.ndarray, axis: int, bins: list[tuple[int, int]], size: int) -> np.ndarray:
-    """Adjoint of ``_average_bins``: each bin's gradient, divided by its length, added to its pixels."""
-    shape = list(grad.shape)
-    shape[axis] = size
-    grad_input = zeros(shape, grad.dtype)
-    for i, (start, end) in enumerate(bins):
-        target = (slice(None),) * axis + (slice(start, end),)
-        source = (slice(None),) * axis + (slice(i, i + 1),)
-        grad_input[target] += grad[source] / (end - start)
+@np.errstate(invalid="ignore", over="ignore")
+def adaptive_avg_pool2d_backward_textbook(grad_output: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Every pixel of bin (i, j) receives ``dY[n, c, i, j] / bin area``; overlapping bins add up."""
+    grad_input = np.zeros(input_shape, dtype=grad_output.dtype)
+    for i, (top, bottom) in enumerate(adaptive_bins(input_shape[2], grad_output.shape[2])):
+        for j, (left, right) in enumerate(adaptive_bins(input_shape[3], grad_output.shape[3])):
+            area = (bottom - top) * (right - left)
+            grad_input[:, :, top:bottom, left:right] += grad_output[:, :, i, j, None, None] / area
     return grad_input
 
 
-@np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def adaptive_avg_pool2d(input: np.ndarray, output_size: Any) -> np.ndarray:
-    """Average over torch's adaptive bins, like ``torch.nn.functional.adaptive_avg_pool2d``.
+    """Average over torch's adaptive bins, like ``torch.nn.functional.adaptive_avg_pool2d``."""
+    batched, unbatched, size = _adaptive_args(input, output_size)
+    if is_textbook():
+        return _unbatch(adaptive_avg_pool2d_forward(batched, size), unbatched)
+    from tinynn._engine import pooling as engine  # ENGINE DISPATCH: rows then columns, channels-last
 
-    The bins are a product of row bins and column bins, so the rows are averaged first, then the columns.
-    """
-    batched, unbatched, (out_h, out_w) = _adaptive_args(input, output_size)
-    batch, channels, height, width = batched.shape
-    # Channels-last memory first (free for a conv's output, a copy otherwise): NumPy picks the
-    # order of a reduction's additions from the strides, so reducing a view of any other layout
-    # gave other last bits (and, on NCHW memory, ran 2.5 times slower than copy and reduce).
-    pixels = np.ascontiguousarray(channels_last(batched))
-    if out_h and out_w and height % out_h == 0 and width % out_w == 0:
-        # Sizes that divide: the bins tile the input (the tutorial's AdaptiveAvgPool2d(1) is one
-        # bin), so each direction is one reduction over a reshaped view; rows first, then columns,
-        # as below.
-        bin_h, bin_w = height // out_h, width // out_w
-        rows = pixels.reshape(batch, out_h, bin_h, width, channels).sum(axis=2) / bin_h
-        means = rows.reshape(batch, out_h, out_w, bin_w, channels).sum(axis=3) / bin_w
-        return _unbatch(as_nchw(means), unbatched)
-    rows = _average_bins(pixels, 1, adaptive_bins(height, out_h))
-    return _unbatch(as_nchw(_average_bins(rows, 2, adaptive_bins(width, out_w))), unbatched)
+    return _unbatch(engine.adaptive_avg_pool2d_forward(batched, size), unbatched)
 
 
-@np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def adaptive_avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray) -> np.ndarray:
-    """dX = A_h.T dY A_w per plane: each input pixel gets ``dY / bin area`` from every bin holding it.
-
-    Written straight into channels-last memory, the layout the next backward reads fastest.
-    """
+    """dX: each input pixel gets ``dY / bin area`` from every bin holding it."""
     batched, unbatched = (input[None], True) if input.ndim == 3 else (input, False)
     grad_output = grad_output[None] if unbatched else grad_output
-    batch, channels, height, width = batched.shape
-    if grad_output.ndim != 4 or grad_output.shape[:2] != (batch, channels):
+    if grad_output.ndim != 4 or grad_output.shape[:2] != batched.shape[:2]:
         raise RuntimeError(f"adaptive_avg_pool2d_backward: grad_output of size {list(grad_output.shape)} does not "
                            f"match input of size {list(batched.shape)}")
-    out_h, out_w = grad_output.shape[2:]
-    if out_h and out_w and height % out_h == 0 and width % out_w == 0:
-        # Tiling bins: each pixel gets its one bin's dY / bin_w / bin_h (divided in that order, as above).
-        bin_h, bin_w = height // out_h, width // out_w
-        share = channels_last(grad_output)[:, :, None, :, None, :] / bin_w / bin_h
-        grad_input = np.empty((batch, out_h, bin_h, out_w, bin_w, channels), grad_output.dtype)
-        grad_input[...] = share
-        return _unbatch(as_nchw(grad_input.reshape(batch, height, width, channels)), unbatched)
-    grad_rows = _spread_bins(channels_last(grad_output), 2, adaptive_bins(width, out_w), width)
-    return _unbatch(as_nchw(_spread_bins(grad_rows, 1, adaptive_bins(height, out_h), height)), unbatched)
+    if is_textbook():
+        return _unbatch(adaptive_avg_pool2d_backward_textbook(grad_output, batched.shape), unbatched)
+    from tinynn._engine import pooling as engine  # ENGINE DISPATCH
+
+    return _unbatch(engine.adaptive_avg_pool2d_backward(grad_output, batched.shape), unbatched)
 
 
 # ---------------------------------------------------------------------------------------- modules
@@ -358,19 +380,18 @@ class MaxPool2d(Module):
     def forward(self, input: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         batched, unbatched, geometry = _max_args(input, self.kernel_size, self.stride, self.padding, self.dilation,
                                                  self.ceil_mode)
-        output, winner = _max_pool_winners(batched, geometry)
-        self.save_for_backward(winner, batched.shape, geometry, unbatched)
-        output = _unbatch(as_nchw(output), unbatched)
+        output, indices, saved, on_engine = _max_forward(batched, geometry, self.return_indices)
+        self.save_for_backward(saved, on_engine, batched.shape, geometry, unbatched)
         if not self.return_indices:
-            return output
-        return output, _unbatch(as_nchw(_flat_indices(winner, batched.shape, geometry)), unbatched)
+            return _unbatch(output, unbatched)
+        return _unbatch(output, unbatched), _unbatch(indices, unbatched)
 
     def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
-        winner, input_shape, geometry, unbatched = self.saved_tensors()
+        saved, on_engine, input_shape, geometry, unbatched = self.saved_tensors()
         if not needs_input_grad:
             return None
         grad_output = grad_output[None] if unbatched else grad_output
-        return _unbatch(_max_pool_grad(grad_output, winner, input_shape, geometry), unbatched)
+        return _unbatch(_max_backward(grad_output, saved, on_engine, input_shape, geometry), unbatched)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -395,4 +416,3 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"output_size={_repr_value(self.output_size)}"
-

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from tinynn.nn._blas import can_limit_threads, one_blas_thread, set_blas_threads
+from tinynn._engine.blas import can_limit_threads, one_blas_thread, set_blas_threads
 
 T = TypeVar("T")
 

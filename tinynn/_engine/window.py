@@ -15,26 +15,15 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Iterator
-from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from tinynn.nn._geometry import Pads
+
 Pair = tuple[int, int]
-Pads = tuple[int, int, int, int]  # (top, bottom, left, right)
-
-
-def pair(value: Any, message: str) -> Pair:
-    """``3 -> (3, 3)``, ``(3, 2) -> (3, 2)``, ``(3,) -> (3, 3)``; anything else raises RuntimeError(message)."""
-    def is_int(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    if is_int(value):
-        return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(is_int(v) for v in value):
-        return int(value[0]), int(value[-1])
-    raise RuntimeError(message)
 
 
 def channels_last(input: np.ndarray) -> np.ndarray:
@@ -205,61 +194,6 @@ def _add_shifted(phase: np.ndarray, block: np.ndarray, out_rows: slice, out_cols
         target[:shift] += source[-shift:]
 
 
-# ------------------------------------------------------------------------------------ pooling windows
-class PoolGeometry(NamedTuple):
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    pads: Pads
-    dilation: tuple[int, int]
-    out_size: tuple[int, int]
-
-
-def _pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
-    """torch's ``pooling_output_shape``: with ceil_mode the last window may hang over, but must start inside."""
-    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def pool_geometry(op: str, input_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any,
-                  dilation: Any = 1, ceil_mode: bool = False) -> PoolGeometry:
-    """Check pooling arguments as torch does (same messages) and normalise them."""
-    kernel = pair(kernel_size, f"{op}: kernel_size must either be a single int, or a tuple of two ints, "
-                               f"got {kernel_size!r}")
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        stride = kernel
-    stride = pair(stride, f"{op}: stride must either be omitted, a single int, or a tuple of two ints, got {stride!r}")
-    pad = pair(padding, f"{op}: padding must either be a single int, or a tuple of two ints, got {padding!r}")
-    dilation = pair(dilation, f"{op}: dilation must be either a single int, or a tuple of two ints, got {dilation!r}")
-    if 0 in stride:
-        raise RuntimeError("stride should not be zero")
-    for p, k, d in zip(pad, kernel, dilation):
-        if p < 0:
-            raise RuntimeError(f"pad must be non-negative, but got pad: {p}")
-        if p > ((k - 1) * d + 1) // 2:
-            raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={p}, "
-                               f"kernel_size={k} and dilation={d}")
-    if kernel[0] <= 0 or kernel[1] <= 0:
-        raise RuntimeError(f"kernel size should be greater than zero, but got kH: {kernel[0]} kW: {kernel[1]}")
-    if stride[0] <= 0 or stride[1] <= 0:
-        raise RuntimeError(f"stride should be greater than zero, but got dH: {stride[0]} dW: {stride[1]}")
-    if dilation[0] <= 0 or dilation[1] <= 0:
-        raise RuntimeError(f"dilation should be greater than zero, but got dilationH: {dilation[0]} "
-                           f"dilationW: {dilation[1]}")
-    # torch's pool2d_shape_check also bounds the padding by half the kernel itself, dilation aside.
-    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
-        raise RuntimeError(f"pad should be smaller than or equal to half of kernel size, but got padW = {pad[1]}, "
-                           f"padH = {pad[0]}, kW = {kernel[1]}, kH = {kernel[0]}")
-    channels, height, width = input_shape[1:]
-    out_size = tuple(_pool_output_size(*args, ceil_mode)
-                     for args in zip((height, width), kernel, stride, pad, dilation))
-    if out_size[0] < 1 or out_size[1] < 1:
-        raise RuntimeError(f"Given input size: ({channels}x{height}x{width}). Calculated output size: "
-                           f"({channels}x{out_size[0]}x{out_size[1]}). Output size is too small")
-    return PoolGeometry(kernel, stride, (pad[0], pad[0], pad[1], pad[1]), dilation, out_size)
-
-
 # ------------------------------------------------------------------------------------ scratch memory
 class Workspace:
     """Scratch arrays that a module reuses from one call to the next.
@@ -303,6 +237,20 @@ class Workspace:
     def clear(self) -> None:
         self._arrays.clear()
         self._parts.clear()
+
+
+_WORKSPACES: weakref.WeakKeyDictionary[object, Workspace] = weakref.WeakKeyDictionary()
+
+
+def workspace_of(owner: object) -> Workspace | None:
+    """The workspace kept for ``owner`` (a module), made on first use and dropped with the module;
+    None for no owner (a functional call, which has nowhere to keep buffers between calls)."""
+    if owner is None:
+        return None
+    workspace = _WORKSPACES.get(owner)
+    if workspace is None:
+        workspace = _WORKSPACES[owner] = Workspace()
+    return workspace
 
 
 def zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -1,9 +1,18 @@
-"""Slow loop versions of convolution and pooling that read like their definitions.
+"""Loop versions of convolution and pooling that read like their definitions: the place to start.
 
-They exist for readers and for tests: the fast paths in ``conv.py`` and ``pooling.py`` are checked
-against them (and both against torch). Each loops over output pixels and kernel taps, and is
-vectorized only over the batch and channels. Inputs are batched ``(N, C, H, W)`` arrays; the
-arguments are normalised by the same checks as the fast paths.
+Each op here loops over output pixels and kernel taps, one multiply-add (or comparison) at a time,
+vectorized only over the batch and channels, exactly as the formula in its docstring is written.
+``conv.py`` and ``pooling.py`` compute the same things with whole-array NumPy (im2col, window
+views); the engine computes them fast. The tests hold all three to torch and to each other.
+
+Inputs are batched ``(N, C, H, W)`` arrays; the arguments are checked and normalised by the same
+code as the other versions (``_geometry``). Use them to check your own understanding:
+
+    >>> import numpy as np
+    >>> from tinynn.nn import naive, functional as F
+    >>> x, w = np.random.randn(2, 3, 5, 5), np.random.randn(4, 3, 3, 3)
+    >>> bool(np.allclose(naive.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1)))
+    True
 """
 
 from __future__ import annotations
@@ -12,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tinynn.nn._conv_args import conv_geometry
-from tinynn.nn._window import pool_geometry
+from tinynn.nn._geometry import conv_geometry, pool_geometry
 from tinynn.nn.pooling import adaptive_bins
 
 
@@ -23,8 +31,46 @@ def _tap(o: int, k: int, stride: int, dilation: int, pad_before: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------- conv2d
-def conv2d_reference(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: Any = 1,
-                     padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
+def im2col(input: np.ndarray, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> np.ndarray:
+    """``cols[n*Ho*Wo + oh*Wo + ow, c*kh*kw + i*kw + j] = X[n, c, h, w]`` (0 where (h, w) is padding),
+    with ``h = oh*sh + i*dh - top``, ``w = ow*sw + j*dw - left``: each row one output pixel's window."""
+    batch, channels, height, width = input.shape
+    kernel_h, kernel_w = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    geo = conv_geometry(input.shape, (1, channels, kernel_h, kernel_w), stride, padding, dilation, 1)
+    cols = np.zeros((batch, *geo.out_size, channels, kernel_h, kernel_w), dtype=input.dtype)
+    for oh in range(geo.out_size[0]):
+        for ow in range(geo.out_size[1]):
+            for i in range(kernel_h):
+                h = _tap(oh, i, geo.stride[0], geo.dilation[0], geo.pads[0])
+                for j in range(kernel_w):
+                    w = _tap(ow, j, geo.stride[1], geo.dilation[1], geo.pads[2])
+                    if 0 <= h < height and 0 <= w < width:
+                        cols[:, oh, ow, :, i, j] = input[:, :, h, w]
+    return cols.reshape(batch * geo.out_size[0] * geo.out_size[1], channels * kernel_h * kernel_w)
+
+
+def col2im(grad_cols: np.ndarray, input_shape: tuple[int, ...], kernel_size: Any, stride: Any = 1,
+           padding: Any = 0, dilation: Any = 1) -> np.ndarray:
+    """The adjoint of ``im2col``: ``dX[n, c, h, w] += dcols[n*Ho*Wo + oh*Wo + ow, c*kh*kw + i*kw + j]``
+    for every window tap that read (h, w); taps on the padding are dropped."""
+    batch, channels, height, width = input_shape
+    kernel_h, kernel_w = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    geo = conv_geometry(input_shape, (1, channels, kernel_h, kernel_w), stride, padding, dilation, 1)
+    grad = grad_cols.reshape(batch, *geo.out_size, channels, kernel_h, kernel_w)
+    grad_input = np.zeros(input_shape, dtype=grad_cols.dtype)
+    for oh in range(geo.out_size[0]):
+        for ow in range(geo.out_size[1]):
+            for i in range(kernel_h):
+                h = _tap(oh, i, geo.stride[0], geo.dilation[0], geo.pads[0])
+                for j in range(kernel_w):
+                    w = _tap(ow, j, geo.stride[1], geo.dilation[1], geo.pads[2])
+                    if 0 <= h < height and 0 <= w < width:
+                        grad_input[:, :, h, w] += grad[:, oh, ow, :, i, j]
+    return grad_input
+
+
+def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: Any = 1,
+           padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
     """``Y[n, o, oh, ow] = b[o] + sum_{c,i,j} W[o, c, i, j] * X[n, g*C/g + c, h, w]``, g the group of o.
 
     ``h = oh*sh + i*dh - top``, ``w = ow*sw + j*dw - left``; taps outside the input read zero.
@@ -50,9 +96,9 @@ def conv2d_reference(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | N
     return output
 
 
-def conv2d_backward_reference(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray, stride: Any = 1,
-                              padding: Any = 0, dilation: Any = 1, groups: int = 1
-                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv2d_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray, stride: Any = 1,
+                    padding: Any = 0, dilation: Any = 1, groups: int = 1
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each term ``W[o, c, i, j] * X[n, c', h, w]`` of the forward sends ``dY[n, o, oh, ow]`` to both factors:
     ``dX[n, c', h, w] += dY * W[o, c, i, j]`` and ``dW[o, c, i, j] += dY * X[n, c', h, w]``; ``db = sum dY``.
     """
@@ -83,8 +129,8 @@ def _window_taps(o: int, size: int, kernel: int, stride: int, dilation: int, pad
     return [t for t in taps if 0 <= t < size]
 
 
-def max_pool2d_reference(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                         dilation: Any = 1, ceil_mode: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def max_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               dilation: Any = 1, ceil_mode: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """torch's CPU loop: ``(output, indices)``; a tap replaces the max if greater or NaN; indices are ``h*W + w``."""
     batch, channels, height, width = input.shape
     geo = pool_geometry("max_pool2d", input.shape, kernel_size, stride, padding, dilation, ceil_mode)
@@ -106,7 +152,7 @@ def max_pool2d_reference(input: np.ndarray, kernel_size: Any, stride: Any = None
     return output, indices
 
 
-def max_pool2d_backward_reference(grad_output: np.ndarray, input: np.ndarray, indices: np.ndarray) -> np.ndarray:
+def max_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """``dX.flat[indices[n, c, oh, ow]] += dY[n, c, oh, ow]`` plane by plane."""
     batch, channels, height, width = input.shape
     grad_input = np.zeros((batch, channels, height * width), dtype=grad_output.dtype)
@@ -125,9 +171,9 @@ def _avg_window(o: int, size: int, kernel: int, stride: int, pad: int) -> tuple[
     return max(start, 0), min(end, size), pool_size
 
 
-def avg_pool2d_reference(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                         ceil_mode: bool = False, count_include_pad: bool = True,
-                         divisor_override: int | None = None) -> np.ndarray:
+def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> np.ndarray:
     """``Y[n, c, oh, ow] = sum(X over the window inside the input) / divisor`` (torch's divisor rule)."""
     batch, channels, height, width = input.shape
     geo = pool_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
@@ -141,9 +187,9 @@ def avg_pool2d_reference(input: np.ndarray, kernel_size: Any, stride: Any = None
     return output
 
 
-def avg_pool2d_backward_reference(grad_output: np.ndarray, input: np.ndarray, kernel_size: Any,
-                                  stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                                  count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
+def avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, kernel_size: Any,
+                        stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                        count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
     """Every input pixel of window (oh, ow) receives ``dY[n, c, oh, ow] / divisor``."""
     height, width = input.shape[2:]
     geo = pool_geometry("avg_pool2d", input.shape, kernel_size, stride, padding, 1, ceil_mode)
@@ -157,7 +203,7 @@ def avg_pool2d_backward_reference(grad_output: np.ndarray, input: np.ndarray, ke
     return grad_input
 
 
-def adaptive_avg_pool2d_reference(input: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+def adaptive_avg_pool2d(input: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
     """``Y[n, c, i, j]`` = mean of X over rows ``bin_i`` and columns ``bin_j`` (torch's bins)."""
     row_bins, col_bins = adaptive_bins(input.shape[2], output_size[0]), adaptive_bins(input.shape[3], output_size[1])
     output = np.empty((*input.shape[:2], *output_size), dtype=input.dtype)
@@ -167,7 +213,7 @@ def adaptive_avg_pool2d_reference(input: np.ndarray, output_size: tuple[int, int
     return output
 
 
-def adaptive_avg_pool2d_backward_reference(grad_output: np.ndarray, input: np.ndarray) -> np.ndarray:
+def adaptive_avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray) -> np.ndarray:
     """Every pixel of bin (i, j) receives ``dY[n, c, i, j] / bin area``; overlapping bins add up."""
     out_h, out_w = grad_output.shape[2:]
     row_bins, col_bins = adaptive_bins(input.shape[2], out_h), adaptive_bins(input.shape[3], out_w)

@@ -1,0 +1,1 @@
+"""tinynn.testing: check a layer's hand-written backward against finite differences and against torch."""
