@@ -187,3 +187,81 @@ def pool_geometry(op: str, input_shape: tuple[int, ...], kernel_size: Any, strid
         raise RuntimeError(f"Given input size: ({channels}x{height}x{width}). Calculated output size: "
                            f"({channels}x{out_size[0]}x{out_size[1]}). Output size is too small")
     return PoolGeometry(kernel, stride, (pad[0], pad[0], pad[1], pad[1]), dilation, out_size)
+
+
+# ------------------------------------------------------------------------------------ pooling calls
+def pool_batched(op: str, input: np.ndarray) -> tuple[np.ndarray, bool]:
+    if input.ndim not in (3, 4) or any(size == 0 for size in input.shape[-3:]):
+        raise RuntimeError(f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
+                           f"but got:{list(input.shape)}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: expected a floating-point input, got {input.dtype}")
+    return (input[None], True) if input.ndim == 3 else (input, False)
+
+
+def check_grad(op: str, grad_output: np.ndarray, expected: tuple[int, ...]) -> None:
+    if grad_output.shape != expected:
+        raise RuntimeError(f"{op}_backward: expected grad_output of size {list(expected)}, "
+                           f"got {list(grad_output.shape)}")
+
+
+def unbatch(array: np.ndarray, unbatched: bool) -> np.ndarray:
+    return array[0] if unbatched else array
+
+
+def avg_args(input: np.ndarray, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool,
+             divisor_override: int | None) -> tuple[np.ndarray, bool, PoolGeometry]:
+    batched, unbatched = pool_batched("avg_pool2d", input)
+    geometry = pool_geometry("avg_pool2d", batched.shape, kernel_size, stride, padding, 1, ceil_mode)
+    if divisor_override is not None and divisor_override == 0:
+        raise RuntimeError("divisor must be not zero")
+    return batched, unbatched, geometry
+
+
+def winners_from_indices(indices: np.ndarray, input_shape: tuple[int, ...], geometry: PoolGeometry) -> np.ndarray:
+    """The kernel offset ``i*kw + j`` that each of torch's indices points at; refuses indices that
+    do not point into their own window (so they cannot send a gradient anywhere else)."""
+    height, width = input_shape[2:]
+    rows = np.arange(geometry.out_size[0])[:, None] * geometry.stride[0] - geometry.pads[0]
+    cols = np.arange(geometry.out_size[1]) * geometry.stride[1] - geometry.pads[2]
+    h, w = np.divmod(indices, width)
+    i, i_rest = np.divmod(h - rows, geometry.dilation[0])
+    j, j_rest = np.divmod(w - cols, geometry.dilation[1])
+    inside = ((indices >= 0) & (indices < height * width) & (i_rest == 0) & (j_rest == 0)
+              & (i >= 0) & (i < geometry.kernel[0]) & (j >= 0) & (j < geometry.kernel[1]))
+    if not inside.all():
+        raise RuntimeError("max_pool2d_backward: indices do not point into their pooling windows")
+    return i * geometry.kernel[1] + j
+
+
+def max_args(input: np.ndarray, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+             ceil_mode: bool) -> tuple[np.ndarray, bool, PoolGeometry]:
+    batched, unbatched = pool_batched("max_pool2d", input)
+    return batched, unbatched, pool_geometry("max_pool2d", batched.shape, kernel_size, stride, padding, dilation,
+                                             ceil_mode)
+
+
+def adaptive_size(input_shape: tuple[int, ...], output_size: Any) -> tuple[int, int]:
+    if isinstance(output_size, (int, np.integer)) or output_size is None:
+        output_size = (output_size, output_size)
+    if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:
+        raise RuntimeError("adaptive_avg_pool2d: output_size must be 2")
+    # None keeps the input's size along that axis.
+    size = tuple(int(input_shape[-2 + k] if s is None else s) for k, s in enumerate(output_size))
+    if size[0] < 0 or size[1] < 0:
+        raise RuntimeError(f"adaptive_avg_pool2d: elements of output_size must be greater than or equal to 0 but "
+                           f"received {{{size[0]}, {size[1]}}}")
+    return size
+
+
+def adaptive_args(input: np.ndarray, output_size: Any) -> tuple[np.ndarray, bool, tuple[int, int]]:
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
+    for dim in range(input.ndim - 3, input.ndim):
+        if input.shape[dim] == 0:
+            raise RuntimeError(f"adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch "
+                               f"dimensions, but input has sizes {list(input.shape)} with dimension {dim} being empty")
+    if input.dtype.kind != "f":
+        raise TypeError(f"adaptive_avg_pool2d: expected a floating-point input, got {input.dtype}")
+    size = adaptive_size(input.shape, output_size)
+    return (input[None], True, size) if input.ndim == 3 else (input, False, size)

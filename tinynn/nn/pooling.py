@@ -20,28 +20,17 @@ from typing import Any
 import numpy as np
 
 from tinynn._textbook import is_textbook
-from tinynn.nn._geometry import PoolGeometry, pool_geometry
+from tinynn.nn._geometry import (
+    PoolGeometry,
+    adaptive_args,
+    avg_args,
+    check_grad,
+    max_args,
+    unbatch,
+    winners_from_indices,
+)
 from tinynn.nn.conv import add_windows, pad, windows
 from tinynn.nn.module import Module
-
-
-def _batched(op: str, input: np.ndarray) -> tuple[np.ndarray, bool]:
-    if input.ndim not in (3, 4) or any(size == 0 for size in input.shape[-3:]):
-        raise RuntimeError(f"{op}: Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
-                           f"but got:{list(input.shape)}")
-    if input.dtype.kind != "f":
-        raise TypeError(f"{op}: expected a floating-point input, got {input.dtype}")
-    return (input[None], True) if input.ndim == 3 else (input, False)
-
-
-def _check_grad(op: str, grad_output: np.ndarray, expected: tuple[int, ...]) -> None:
-    if grad_output.shape != expected:
-        raise RuntimeError(f"{op}_backward: expected grad_output of size {list(expected)}, "
-                           f"got {list(grad_output.shape)}")
-
-
-def _unbatch(array: np.ndarray, unbatched: bool) -> np.ndarray:
-    return array[0] if unbatched else array
 
 
 def pool_pads(input_shape: tuple[int, ...], geometry: PoolGeometry) -> tuple[int, int, int, int]:
@@ -87,15 +76,6 @@ def avg_divisors(input_shape: tuple[int, ...], geometry: PoolGeometry, count_inc
     return np.multiply.outer(counts[0], counts[1])
 
 
-def _avg_args(input: np.ndarray, kernel_size: Any, stride: Any, padding: Any, ceil_mode: bool,
-              divisor_override: int | None) -> tuple[np.ndarray, bool, PoolGeometry]:
-    batched, unbatched = _batched("avg_pool2d", input)
-    geometry = pool_geometry("avg_pool2d", batched.shape, kernel_size, stride, padding, 1, ceil_mode)
-    if divisor_override is not None and divisor_override == 0:
-        raise RuntimeError("divisor must be not zero")
-    return batched, unbatched, geometry
-
-
 @np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def avg_pool2d_forward(input: np.ndarray, geometry: PoolGeometry, divisors: np.ndarray) -> np.ndarray:
     """``Y[n, c, oh, ow] = sum of the window's taps / divisor[oh, ow]``; loop twin: ``naive.avg_pool2d``."""
@@ -118,28 +98,28 @@ def avg_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding:
     The divisor counts the padding too when ``count_include_pad`` (never the part beyond it),
     unless ``divisor_override``.
     """
-    batched, unbatched, geometry = _avg_args(input, kernel_size, stride, padding, ceil_mode, divisor_override)
+    batched, unbatched, geometry = avg_args(input, kernel_size, stride, padding, ceil_mode, divisor_override)
     divisors = avg_divisors(batched.shape, geometry, count_include_pad, divisor_override)
     if is_textbook():
-        return _unbatch(avg_pool2d_forward(batched, geometry, divisors), unbatched)
+        return unbatch(avg_pool2d_forward(batched, geometry, divisors), unbatched)
     from tinynn._engine import pooling as engine  # ENGINE DISPATCH: the same sums, offset by offset
 
-    return _unbatch(engine.avg_pool2d_forward(batched, geometry, divisors), unbatched)
+    return unbatch(engine.avg_pool2d_forward(batched, geometry, divisors), unbatched)
 
 
 def avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, kernel_size: Any, stride: Any = None,
                         padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                         divisor_override: int | None = None) -> np.ndarray:
     """dX: every tap of window (oh, ow) inside the input receives ``dY[oh, ow] / divisor``."""
-    batched, unbatched, geometry = _avg_args(input, kernel_size, stride, padding, ceil_mode, divisor_override)
+    batched, unbatched, geometry = avg_args(input, kernel_size, stride, padding, ceil_mode, divisor_override)
     grad_output = grad_output[None] if unbatched else grad_output
-    _check_grad("avg_pool2d", grad_output, (*batched.shape[:2], *geometry.out_size))
+    check_grad("avg_pool2d", grad_output, (*batched.shape[:2], *geometry.out_size))
     divisors = avg_divisors(batched.shape, geometry, count_include_pad, divisor_override)
     if is_textbook():
-        return _unbatch(avg_pool2d_backward_textbook(grad_output, batched.shape, geometry, divisors), unbatched)
+        return unbatch(avg_pool2d_backward_textbook(grad_output, batched.shape, geometry, divisors), unbatched)
     from tinynn._engine import pooling as engine  # ENGINE DISPATCH: col2im by phases, on channels-last memory
 
-    return _unbatch(engine.avg_pool2d_backward(grad_output, batched.shape, geometry, divisors), unbatched)
+    return unbatch(engine.avg_pool2d_backward(grad_output, batched.shape, geometry, divisors), unbatched)
 
 
 # ---------------------------------------------------------------------------------------- max pool
@@ -178,29 +158,6 @@ def max_pool2d_backward_textbook(grad_output: np.ndarray, indices: np.ndarray, i
     return grad_input.reshape(input_shape)
 
 
-def winners_from_indices(indices: np.ndarray, input_shape: tuple[int, ...], geometry: PoolGeometry) -> np.ndarray:
-    """The kernel offset ``i*kw + j`` that each of torch's indices points at; refuses indices that
-    do not point into their own window (so they cannot send a gradient anywhere else)."""
-    height, width = input_shape[2:]
-    rows = np.arange(geometry.out_size[0])[:, None] * geometry.stride[0] - geometry.pads[0]
-    cols = np.arange(geometry.out_size[1]) * geometry.stride[1] - geometry.pads[2]
-    h, w = np.divmod(indices, width)
-    i, i_rest = np.divmod(h - rows, geometry.dilation[0])
-    j, j_rest = np.divmod(w - cols, geometry.dilation[1])
-    inside = ((indices >= 0) & (indices < height * width) & (i_rest == 0) & (j_rest == 0)
-              & (i >= 0) & (i < geometry.kernel[0]) & (j >= 0) & (j < geometry.kernel[1]))
-    if not inside.all():
-        raise RuntimeError("max_pool2d_backward: indices do not point into their pooling windows")
-    return i * geometry.kernel[1] + j
-
-
-def _max_args(input: np.ndarray, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-              ceil_mode: bool) -> tuple[np.ndarray, bool, PoolGeometry]:
-    batched, unbatched = _batched("max_pool2d", input)
-    return batched, unbatched, pool_geometry("max_pool2d", batched.shape, kernel_size, stride, padding, dilation,
-                                             ceil_mode)
-
-
 # Engine dispatch: the engine keeps each window's winning offset (int16) rather than torch's index,
 # and its backward routes with it; ``saved`` is whichever the forward made.
 def _max_forward(input: np.ndarray, geometry: PoolGeometry, return_indices: bool
@@ -230,58 +187,32 @@ def max_pool2d(input: np.ndarray, kernel_size: Any, stride: Any = None, padding:
 
     With ``return_indices`` also returns torch's int64 indices (``h * W + w`` within the plane).
     """
-    batched, unbatched, geometry = _max_args(input, kernel_size, stride, padding, dilation, ceil_mode)
+    batched, unbatched, geometry = max_args(input, kernel_size, stride, padding, dilation, ceil_mode)
     output, indices, _, _ = _max_forward(batched, geometry, return_indices)
     if not return_indices:
-        return _unbatch(output, unbatched)
-    return _unbatch(output, unbatched), _unbatch(indices, unbatched)
+        return unbatch(output, unbatched)
+    return unbatch(output, unbatched), unbatch(indices, unbatched)
 
 
 def max_pool2d_backward(grad_output: np.ndarray, input: np.ndarray, kernel_size: Any, stride: Any = None,
                         padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                         indices: np.ndarray | None = None) -> np.ndarray:
     """dX: each window's dY goes, whole, to the element that won it (``indices``; recomputed if None)."""
-    batched, unbatched, geometry = _max_args(input, kernel_size, stride, padding, dilation, ceil_mode)
+    batched, unbatched, geometry = max_args(input, kernel_size, stride, padding, dilation, ceil_mode)
     grad_output = grad_output[None] if unbatched else grad_output
-    _check_grad("max_pool2d", grad_output, (*batched.shape[:2], *geometry.out_size))
+    check_grad("max_pool2d", grad_output, (*batched.shape[:2], *geometry.out_size))
     if indices is None:
         _, _, saved, on_engine = _max_forward(batched, geometry, return_indices=False)
     else:
         indices = indices[None] if unbatched else indices
-        _check_grad("max_pool2d", indices, grad_output.shape)
+        check_grad("max_pool2d", indices, grad_output.shape)
         winner = winners_from_indices(indices, batched.shape, geometry)
         on_engine = not is_textbook()
         saved = winner.astype(np.int16) if on_engine else indices
-    return _unbatch(_max_backward(grad_output, saved, on_engine, batched.shape, geometry), unbatched)
+    return unbatch(_max_backward(grad_output, saved, on_engine, batched.shape, geometry), unbatched)
 
 
 # ---------------------------------------------------------------------------------------- adaptive avg
-def _adaptive_size(input_shape: tuple[int, ...], output_size: Any) -> tuple[int, int]:
-    if isinstance(output_size, (int, np.integer)) or output_size is None:
-        output_size = (output_size, output_size)
-    if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:
-        raise RuntimeError("adaptive_avg_pool2d: output_size must be 2")
-    # None keeps the input's size along that axis.
-    size = tuple(int(input_shape[-2 + k] if s is None else s) for k, s in enumerate(output_size))
-    if size[0] < 0 or size[1] < 0:
-        raise RuntimeError(f"adaptive_avg_pool2d: elements of output_size must be greater than or equal to 0 but "
-                           f"received {{{size[0]}, {size[1]}}}")
-    return size
-
-
-def _adaptive_args(input: np.ndarray, output_size: Any) -> tuple[np.ndarray, bool, tuple[int, int]]:
-    if input.ndim not in (3, 4):
-        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}")
-    for dim in range(input.ndim - 3, input.ndim):
-        if input.shape[dim] == 0:
-            raise RuntimeError(f"adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch "
-                               f"dimensions, but input has sizes {list(input.shape)} with dimension {dim} being empty")
-    if input.dtype.kind != "f":
-        raise TypeError(f"adaptive_avg_pool2d: expected a floating-point input, got {input.dtype}")
-    size = _adaptive_size(input.shape, output_size)
-    return (input[None], True, size) if input.ndim == 3 else (input, False, size)
-
-
 def adaptive_bins(in_size: int, out_size: int) -> list[tuple[int, int]]:
     """torch's bins: ``[floor(i*in/out), ceil((i+1)*in/out))``; they overlap when sizes don't divide."""
     return [((i * in_size) // out_size, -((-(i + 1) * in_size) // out_size)) for i in range(out_size)]
@@ -311,12 +242,12 @@ def adaptive_avg_pool2d_backward_textbook(grad_output: np.ndarray, input_shape: 
 
 def adaptive_avg_pool2d(input: np.ndarray, output_size: Any) -> np.ndarray:
     """Average over torch's adaptive bins, like ``torch.nn.functional.adaptive_avg_pool2d``."""
-    batched, unbatched, size = _adaptive_args(input, output_size)
+    batched, unbatched, size = adaptive_args(input, output_size)
     if is_textbook():
-        return _unbatch(adaptive_avg_pool2d_forward(batched, size), unbatched)
+        return unbatch(adaptive_avg_pool2d_forward(batched, size), unbatched)
     from tinynn._engine import pooling as engine  # ENGINE DISPATCH: rows then columns, channels-last
 
-    return _unbatch(engine.adaptive_avg_pool2d_forward(batched, size), unbatched)
+    return unbatch(engine.adaptive_avg_pool2d_forward(batched, size), unbatched)
 
 
 def adaptive_avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray) -> np.ndarray:
@@ -327,10 +258,10 @@ def adaptive_avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray) -> 
         raise RuntimeError(f"adaptive_avg_pool2d_backward: grad_output of size {list(grad_output.shape)} does not "
                            f"match input of size {list(batched.shape)}")
     if is_textbook():
-        return _unbatch(adaptive_avg_pool2d_backward_textbook(grad_output, batched.shape), unbatched)
+        return unbatch(adaptive_avg_pool2d_backward_textbook(grad_output, batched.shape), unbatched)
     from tinynn._engine import pooling as engine  # ENGINE DISPATCH
 
-    return _unbatch(engine.adaptive_avg_pool2d_backward(grad_output, batched.shape), unbatched)
+    return unbatch(engine.adaptive_avg_pool2d_backward(grad_output, batched.shape), unbatched)
 
 
 # ---------------------------------------------------------------------------------------- modules
@@ -378,20 +309,20 @@ class MaxPool2d(Module):
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, input: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        batched, unbatched, geometry = _max_args(input, self.kernel_size, self.stride, self.padding, self.dilation,
+        batched, unbatched, geometry = max_args(input, self.kernel_size, self.stride, self.padding, self.dilation,
                                                  self.ceil_mode)
         output, indices, saved, on_engine = _max_forward(batched, geometry, self.return_indices)
         self.save_for_backward(saved, on_engine, batched.shape, geometry, unbatched)
         if not self.return_indices:
-            return _unbatch(output, unbatched)
-        return _unbatch(output, unbatched), _unbatch(indices, unbatched)
+            return unbatch(output, unbatched)
+        return unbatch(output, unbatched), unbatch(indices, unbatched)
 
     def backward(self, grad_output: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
         saved, on_engine, input_shape, geometry, unbatched = self.saved_tensors()
         if not needs_input_grad:
             return None
         grad_output = grad_output[None] if unbatched else grad_output
-        return _unbatch(_max_backward(grad_output, saved, on_engine, input_shape, geometry), unbatched)
+        return unbatch(_max_backward(grad_output, saved, on_engine, input_shape, geometry), unbatched)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
