@@ -1,5 +1,9 @@
 """Properties: conv2d and the three poolings (functional and modules) against torch autograd.
 
+Each op has three implementations, and each is held to torch by the same properties: the textbook
+code (``tinynn/nn/conv.py``, ``pooling.py``, run under ``tinynn.textbook()``), the engine (the
+default, in each of its ways of splitting the work), and the loops of ``tinynn.nn.naive``.
+
 Drawn: batch (0 and unbatched included), channels, groups, sizes, kernel, stride, padding (ints,
 pairs, lists, 'same'/'valid'), dilation, bias, ceil_mode, count_include_pad, divisor_override,
 adaptive sizes that do not divide the input, max-pooling inputs full of ties and of +-inf/NaN,
@@ -8,6 +12,9 @@ memory layouts (channels-last, Fortran, strided views), and random upstream grad
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +22,7 @@ import torch.nn.functional as TF
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+import tinynn
 import tinynn.nn as nn
 import tinynn.nn.functional as F
 from tests.helpers import split_batches
@@ -36,6 +44,8 @@ from tests.strategies import (
     to_torch,
     torch_autograd,
 )
+from tinynn.nn import conv, naive
+from tinynn.nn._geometry import conv_geometry
 
 # torch warns that it copies the input for 'same' with even kernels; tinynn pads the same way.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
@@ -84,21 +94,34 @@ def _torch_conv(case: dict, grad_output: np.ndarray):
                           [case["x"], case["weight"], case["bias"]], grad_output)
 
 
-# (threads, chunked): the batch on the calling thread with its im2col columns kept (as small layers
-# run), or split across 2 or 3 threads, or built one image at a time and rebuilt in the backward
-# (as large layers run; see tests.helpers.split_batches).
-large_layer_modes = st.tuples(st.sampled_from([1, 2, 3]), st.booleans())
+# "textbook", or the engine as (threads, chunked): the batch on the calling thread with its im2col
+# columns kept (as small layers run), or split across 2 or 3 threads, or built one image at a time
+# and rebuilt in the backward (as large layers run; see tests.helpers.split_batches).
+implementations = st.just("textbook") | st.tuples(st.sampled_from([1, 2, 3]), st.booleans())
+# The poolings' engine has one way of working.
+pool_implementations = st.sampled_from(["engine", "textbook"])
 
 
-@given(case=conv_cases(), data=st.data(), mode=large_layer_modes)
+@contextlib.contextmanager
+def running(implementation: str | tuple[int, bool]) -> Iterator[None]:
+    """tinynn on its textbook code, or on the engine split as drawn."""
+    with tinynn.textbook(implementation == "textbook"):
+        if isinstance(implementation, tuple):
+            with split_batches(*implementation):
+                yield
+        else:
+            yield
+
+
+@given(case=conv_cases(), data=st.data(), mode=implementations)
 def test_conv2d_functional_matches_torch(case, data, mode):
     x, weight, bias, kwargs = case["x"], case["weight"], case["bias"], case["kwargs"]
-    with split_batches(*mode):
+    with running(mode):
         output = F.conv2d(x, weight, bias, **kwargs)
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
     expected, (grad_x, grad_w, grad_b) = _torch_conv(case, grad_output)
     assert_matches(output, expected, "output", magnitude(x, weight) + magnitude(bias))
-    with split_batches(*mode):
+    with running(mode):
         grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, x, weight, has_bias=bias is not None,
                                                                **kwargs)
     assert_matches(grad_input, grad_x, "grad_input", magnitude(grad_output, weight))
@@ -109,7 +132,7 @@ def test_conv2d_functional_matches_torch(case, data, mode):
         assert_matches(grad_bias, grad_b, "grad_bias", magnitude(grad_output))
 
 
-@given(first=conv_cases(), data=st.data(), mode=large_layer_modes)
+@given(first=conv_cases(), data=st.data(), mode=implementations)
 def test_conv2d_module_matches_torch_and_accumulates_grads(first, data, mode):
     weight, bias, kwargs = first["weight"], first["bias"], first["kwargs"]
     out_channels, in_per_group, kh, kw = weight.shape
@@ -128,7 +151,7 @@ def test_conv2d_module_matches_torch_and_accumulates_grads(first, data, mode):
     assert_module_steps_match_torch(
         module, torch_module, steps, weight, bias,
         lambda step, shape: data.draw(upstream(shape, dtype), label=f"grad_output {step}"),
-        around=lambda: split_batches(*mode))
+        around=lambda: running(mode))
 
 
 # ---------------------------------------------------------------------------------------- pooling
@@ -165,8 +188,13 @@ def pool_cases(draw: st.DrawFn, kind: str) -> dict:
     return dict(x=draw(images(draw(st.integers(1, 3)), *sides, dtype, styles)), kwargs=kwargs)
 
 
-@given(case=pool_cases("max"), data=st.data())
-def test_max_pool2d_functional_and_module_match_torch_with_indices(case, data):
+@given(case=pool_cases("max"), data=st.data(), implementation=pool_implementations)
+def test_max_pool2d_functional_and_module_match_torch_with_indices(case, data, implementation):
+    with tinynn.textbook(implementation == "textbook"):
+        _check_max_pool2d(case, data)
+
+
+def _check_max_pool2d(case: dict, data: st.DataObject) -> None:
     x, kwargs = case["x"], case["kwargs"]
     output, indices = F.max_pool2d(x, return_indices=True, **kwargs)
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
@@ -187,8 +215,13 @@ def test_max_pool2d_functional_and_module_match_torch_with_indices(case, data):
         assert_matches(module.backward(grad_output), grad_x, "module grad_input")
 
 
-@given(case=pool_cases("avg"), data=st.data())
-def test_avg_pool2d_functional_and_module_match_torch(case, data):
+@given(case=pool_cases("avg"), data=st.data(), implementation=pool_implementations)
+def test_avg_pool2d_functional_and_module_match_torch(case, data, implementation):
+    with tinynn.textbook(implementation == "textbook"):
+        _check_avg_pool2d(case, data)
+
+
+def _check_avg_pool2d(case: dict, data: st.DataObject) -> None:
     x, kwargs = case["x"], case["kwargs"]
     output = F.avg_pool2d(x, **kwargs)
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
@@ -213,8 +246,13 @@ def adaptive_cases(draw: st.DrawFn) -> dict:
     return dict(x=draw(images(draw(st.integers(1, 3)), height, width, dtype)), output_size=output_size)
 
 
-@given(case=adaptive_cases(), data=st.data())
-def test_adaptive_avg_pool2d_functional_and_module_match_torch(case, data):
+@given(case=adaptive_cases(), data=st.data(), implementation=pool_implementations)
+def test_adaptive_avg_pool2d_functional_and_module_match_torch(case, data, implementation):
+    with tinynn.textbook(implementation == "textbook"):
+        _check_adaptive_avg_pool2d(case, data)
+
+
+def _check_adaptive_avg_pool2d(case: dict, data: st.DataObject) -> None:
     x, output_size = case["x"], case["output_size"]
     output = F.adaptive_avg_pool2d(x, output_size)
     if 0 in output.shape[-2:]:  # torch's backward refuses an empty output, so only the forward compares
@@ -227,6 +265,75 @@ def test_adaptive_avg_pool2d_functional_and_module_match_torch(case, data):
     module = nn.AdaptiveAvgPool2d(output_size)
     assert_matches(module(x), expected, "module output", magnitude(x))
     assert_matches(module.backward(grad_output), grad_x, "module grad_input", magnitude(grad_output))
+
+
+# ---------------------------------------------------------------------------------------- the loop versions
+def _batched(x: np.ndarray) -> np.ndarray:
+    return x if x.ndim == 4 else x[None]  # the loops take batched input only
+
+
+@given(case=conv_cases(), data=st.data())
+def test_naive_conv2d_loops_match_torch(case, data):
+    x, weight, bias, kwargs = _batched(case["x"]), case["weight"], case["bias"], case["kwargs"]
+    output = naive.conv2d(x, weight, bias, **kwargs)
+    grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
+    expected, (grad_x, grad_w, grad_b) = torch_autograd(lambda x, w, b: TF.conv2d(x, w, b, **kwargs),
+                                                        [x, weight, bias], grad_output)
+    assert_matches(output, expected, "output", magnitude(x, weight) + magnitude(bias))
+    grad_input, grad_weight, grad_bias = naive.conv2d_backward(grad_output, x, weight, **kwargs)
+    assert_matches(grad_input, grad_x, "grad_input", magnitude(grad_output, weight))
+    assert_matches(grad_weight, grad_w, "grad_weight", magnitude(grad_output, x))
+    if bias is not None:
+        assert_matches(grad_bias, grad_b, "grad_bias", magnitude(grad_output))
+
+
+@given(case=conv_cases(), data=st.data())
+def test_naive_im2col_and_col2im_equal_the_textbook_window_views(case, data):
+    x, weight, kwargs = _batched(case["x"]), case["weight"], case["kwargs"]
+    kernel, padding = weight.shape[2:], kwargs["padding"]
+    geometry = conv_geometry(x.shape, (1, x.shape[1], *kernel), kwargs["stride"], padding, kwargs["dilation"], 1)
+    cols = naive.im2col(x, kernel, kwargs["stride"], padding, kwargs["dilation"])
+    np.testing.assert_array_equal(cols, conv.im2col(x, geometry))  # the same values copied: exactly equal
+    grad_cols = data.draw(grads(cols.shape, x.dtype), label="grad_cols")
+    grad_input = naive.col2im(grad_cols, x.shape, kernel, kwargs["stride"], padding, kwargs["dilation"])
+    # Sums of up to kh*kw taps, added in another order by the textbook's one add per offset.
+    assert_matches(conv.col2im(grad_cols, x.shape, geometry), grad_input, "col2im", magnitude(grad_cols))
+
+
+@given(case=pool_cases("max"), data=st.data())
+def test_naive_max_pool2d_loops_match_torch_with_indices(case, data):
+    x, kwargs = _batched(case["x"]), case["kwargs"]
+    output, indices = naive.max_pool2d(x, **kwargs)
+    grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
+    expected, (grad_x,) = torch_autograd(lambda t: TF.max_pool2d(t, **kwargs), [x], grad_output)
+    assert_matches(output, expected, "output")
+    assert_matches(indices, TF.max_pool2d(to_torch(x), return_indices=True, **kwargs)[1], "indices")
+    assert_matches(naive.max_pool2d_backward(grad_output, x, indices), grad_x, "grad_input")
+
+
+@given(case=pool_cases("avg"), data=st.data())
+def test_naive_avg_pool2d_loops_match_torch(case, data):
+    x, kwargs = _batched(case["x"]), case["kwargs"]
+    output = naive.avg_pool2d(x, **kwargs)
+    grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
+    expected, (grad_x,) = torch_autograd(lambda t: TF.avg_pool2d(t, **kwargs), [x], grad_output)
+    taps = np.prod(as_pair(kwargs["kernel_size"]))
+    per_term = taps / kwargs["divisor_override"] if kwargs["divisor_override"] else 1.0
+    assert_matches(output, expected, "output", per_term * magnitude(x))
+    assert_matches(naive.avg_pool2d_backward(grad_output, x, **kwargs), grad_x, "grad_input",
+                   per_term * magnitude(grad_output))
+
+
+@given(case=adaptive_cases(), data=st.data())
+def test_naive_adaptive_avg_pool2d_loops_match_torch(case, data):
+    x = _batched(case["x"])
+    expected_shape = TF.adaptive_avg_pool2d(to_torch(x), case["output_size"]).shape
+    assume(0 not in expected_shape[-2:])  # torch's backward refuses an empty output
+    output = naive.adaptive_avg_pool2d(x, tuple(expected_shape[-2:]))
+    grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
+    expected, (grad_x,) = torch_autograd(lambda t: TF.adaptive_avg_pool2d(t, case["output_size"]), [x], grad_output)
+    assert_matches(output, expected, "output", magnitude(x))
+    assert_matches(naive.adaptive_avg_pool2d_backward(grad_output, x), grad_x, "grad_input", magnitude(grad_output))
 
 
 # ---------------------------------------------------------------------------------------- argument errors

@@ -154,7 +154,9 @@ def max_pool2d_backward_textbook(grad_output: np.ndarray, indices: np.ndarray, i
     batch, channels, height, width = input_shape
     planes = batch * channels
     grad_input = np.zeros((planes, height * width), dtype=grad_output.dtype)
-    np.add.at(grad_input, (np.arange(planes)[:, None], indices.reshape(planes, -1)), grad_output.reshape(planes, -1))
+    windows_per_plane = indices.shape[2] * indices.shape[3]
+    np.add.at(grad_input, (np.arange(planes)[:, None], indices.reshape(planes, windows_per_plane)),
+              grad_output.reshape(planes, windows_per_plane))
     return grad_input.reshape(input_shape)
 
 
