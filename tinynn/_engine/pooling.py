@@ -22,7 +22,9 @@ from tinynn.nn.pooling import adaptive_bins
 # ---------------------------------------------------------------------------------------- avg pool
 @np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def avg_pool2d_forward(batched: np.ndarray, geometry: PoolGeometry, divisors: np.ndarray) -> np.ndarray:
-    """``Y = sum_taps(X) / divisor``, one strided add per kernel offset."""
+    """``Y = sum_taps(X) / divisor``, one strided add per kernel offset.
+
+    Textbook twin: ``pooling.avg_pool2d_forward``."""
     x = channels_last(batched)
     total = zeros((batched.shape[0], *geometry.out_size, batched.shape[1]), batched.dtype)
     for _, _, out_block, in_block in offset_blocks(batched.shape[2:], geometry.out_size, geometry.kernel,
@@ -35,7 +37,9 @@ def avg_pool2d_forward(batched: np.ndarray, geometry: PoolGeometry, divisors: np
 @np.errstate(invalid="ignore", over="ignore")
 def avg_pool2d_backward(grad_output: np.ndarray, input_shape: tuple[int, ...], geometry: PoolGeometry,
                         divisors: np.ndarray) -> np.ndarray:
-    """dX: every tap receives ``dY / divisor``; col2im by phases."""
+    """dX: every tap receives ``dY / divisor``; col2im by phases.
+
+    Textbook twin: ``pooling.avg_pool2d_backward_textbook``."""
     grad_per_tap = channels_last(grad_output) / divisors[:, :, None].astype(grad_output.dtype)
     # The same (N, Ho, Wo, C) block for every offset: a broadcast view, nothing copied.
     grad_offsets = np.broadcast_to(grad_per_tap, (*geometry.kernel, *grad_per_tap.shape))
@@ -50,6 +54,7 @@ def max_pool2d_forward(batched: np.ndarray, geometry: PoolGeometry) -> tuple[np.
     Offsets are visited in torch's order (row-major) and an offset wins when its value is
     strictly greater (so a tie keeps the earlier one) or NaN (so the last NaN wins); the first
     tap inside the input wins over nothing, so a window of -inf still picks a real element.
+    Textbook twin: ``pooling.max_pool2d_forward``.
     """
     x = channels_last(batched)
     out_shape = (batched.shape[0], *geometry.out_size, batched.shape[1])
@@ -79,7 +84,9 @@ def flat_indices(winner: np.ndarray, input_shape: tuple[int, ...], geometry: Poo
 @np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs silently, as in torch
 def max_pool2d_backward(grad_output: np.ndarray, winner: np.ndarray, input_shape: tuple[int, ...],
                         geometry: PoolGeometry) -> np.ndarray:
-    """dX: each window's dY goes to its winning offset's tap (``winner``, logical (N, C, Ho, Wo))."""
+    """dX: each window's dY goes to its winning offset's tap (``winner``, logical (N, C, Ho, Wo)).
+
+    Textbook twin: ``pooling.max_pool2d_backward_textbook``, which routes by torch's indices."""
     grad, winner = channels_last(grad_output), channels_last(winner)
     offsets = np.arange(geometry.kernel[0] * geometry.kernel[1], dtype=winner.dtype)
     # grad_offsets[i, j] = dY where offset (i, j) won the window, else 0 (a NaN or inf dY goes to the
@@ -117,7 +124,8 @@ def _spread_bins(grad: np.ndarray, axis: int, bins: list[tuple[int, int]], size:
 
 @np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def adaptive_avg_pool2d_forward(batched: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
-    """The bins are a product of row bins and column bins, so the rows are averaged first, then the columns."""
+    """The bins are a product of row bins and column bins, so the rows are averaged first, then the
+    columns. Textbook twin: ``pooling.adaptive_avg_pool2d_forward``."""
     out_h, out_w = output_size
     batch, channels, height, width = batched.shape
     # Channels-last memory first (free for a conv's output, a copy otherwise): NumPy picks the
@@ -139,7 +147,7 @@ def adaptive_avg_pool2d_forward(batched: np.ndarray, output_size: tuple[int, int
 @np.errstate(invalid="ignore", over="ignore")  # infinities make NaNs (inf - inf, 0 * inf) silently, as in torch
 def adaptive_avg_pool2d_backward(grad_output: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
     """dX = A_h.T dY A_w per plane, written straight into channels-last memory, the layout the next
-    backward reads fastest."""
+    backward reads fastest. Textbook twin: ``pooling.adaptive_avg_pool2d_backward_textbook``."""
     batch, channels, height, width = input_shape
     out_h, out_w = grad_output.shape[2:]
     if out_h and out_w and height % out_h == 0 and width % out_w == 0:
