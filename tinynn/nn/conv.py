@@ -81,20 +81,30 @@ def col2im(grad_cols: np.ndarray, input_shape: tuple[int, ...], geometry: ConvGe
     return grad_padded[:, :, top:top + height, left:left + width]
 
 
+def by_group(matrix: np.ndarray, groups: int) -> np.ndarray:
+    """``(rows, g*k) -> (g, rows, k)``: each group's columns as a matrix of its own (a view)."""
+    rows, width = matrix.shape
+    return matrix.reshape(rows, groups, width // groups).transpose(1, 0, 2)
+
+
+def ungroup(stacked: np.ndarray) -> np.ndarray:
+    """``(g, rows, k) -> (rows, g*k)``, the inverse of ``by_group``."""
+    groups, rows, width = stacked.shape
+    return stacked.transpose(1, 0, 2).reshape(rows, groups * width)
+
+
 @np.errstate(invalid="ignore", over="ignore")  # as in torch: infinities make NaNs silently
 def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                    geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
     """``(Y, cols)`` for a batched input; ``cols`` is kept for the backward's dW.
 
     Shapes: input (N, C, H, W), weight (O, C/g, kh, kw), bias (O,) -> Y (N, O, Ho, Wo).
-    Per group g: ``Y[:, g] = cols[:, g] @ W[g].T + b[g]``. Loop twin: ``naive.conv2d``.
+    ``Y = cols @ W.T + b``, one product per group. Loop twin: ``naive.conv2d``.
     """
     groups, out_channels = geometry.groups, weight.shape[0]
-    cols = im2col(input, geometry)
-    rows, width = cols.shape
-    cols_per_group = cols.reshape(rows, groups, width // groups).transpose(1, 0, 2)  # (g, N*Ho*Wo, C/g*kh*kw)
-    weight_per_group = weight.reshape(groups, out_channels // groups, width // groups)  # (g, O/g, C/g*kh*kw)
-    output = (cols_per_group @ weight_per_group.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(rows, out_channels)
+    cols = im2col(input, geometry)  # (N*Ho*Wo, C*kh*kw)
+    weight_by_group = weight.reshape(groups, out_channels // groups, cols.shape[1] // groups)  # (g, O/g, C/g*kh*kw)
+    output = ungroup(by_group(cols, groups) @ weight_by_group.transpose(0, 2, 1))  # (N*Ho*Wo, O)
     if bias is not None:
         output += bias
     return output.reshape(input.shape[0], *geometry.out_size, out_channels).transpose(0, 3, 1, 2), cols
@@ -105,21 +115,21 @@ def conv2d_backward_from_cols(grad_output: np.ndarray, cols: np.ndarray, input_s
                               weight: np.ndarray, geometry: ConvGeometry, has_bias: bool = True,
                               needs_input_grad: bool = True
                               ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """``(dX, dW, db)`` from the forward's ``cols``; dY is ``grad_output`` as a ``(N*Ho*Wo, O)`` matrix.
+    """``(dX, dW, db)`` from the forward's ``cols``.
 
-    Y = cols @ W.T + b is a product like ``Linear``'s, so per group: ``dW = dY.T @ cols``,
-    ``db = dY.sum(0)``, ``dcols = dY @ W``, and ``dX = col2im(dcols)``. Loop twin: ``naive.conv2d_backward``.
+    ``Y = cols @ W.T + b`` is a product like ``Linear``'s, so with dY the ``(N*Ho*Wo, O)`` matrix of
+    ``grad_output``, per group: ``dW = dY.T @ cols``, ``db = dY.sum(0)``, ``dcols = dY @ W``, and
+    ``dX = col2im(dcols)``. Loop twin: ``naive.conv2d_backward``.
     """
     groups, out_channels = geometry.groups, weight.shape[0]
-    (rows, width), per_group = cols.shape, (out_channels // groups, cols.shape[1] // groups)
-    grad_matrix = grad_output.transpose(0, 2, 3, 1).reshape(rows, groups, per_group[0]).transpose(1, 0, 2)
-    cols_per_group = cols.reshape(rows, groups, per_group[1]).transpose(1, 0, 2)
-    grad_weight = (grad_matrix.transpose(0, 2, 1) @ cols_per_group).reshape(weight.shape)
-    grad_bias = grad_matrix.sum(axis=1).reshape(out_channels) if has_bias else None
+    grad_y = grad_output.transpose(0, 2, 3, 1).reshape(len(cols), out_channels)  # (N*Ho*Wo, O)
+    weight_by_group = weight.reshape(groups, out_channels // groups, cols.shape[1] // groups)
+    grad_weight = (by_group(grad_y, groups).transpose(0, 2, 1) @ by_group(cols, groups)).reshape(weight.shape)
+    grad_bias = grad_y.sum(axis=0) if has_bias else None
     if not needs_input_grad:
         return None, grad_weight, grad_bias
-    grad_cols = grad_matrix @ weight.reshape(groups, *per_group)  # (g, N*Ho*Wo, C/g*kh*kw)
-    return col2im(grad_cols.transpose(1, 0, 2).reshape(rows, width), input_shape, geometry), grad_weight, grad_bias
+    grad_cols = ungroup(by_group(grad_y, groups) @ weight_by_group)  # (N*Ho*Wo, C*kh*kw)
+    return col2im(grad_cols, input_shape, geometry), grad_weight, grad_bias
 
 
 # ------------------------------------------------------------------------------ engine dispatch
