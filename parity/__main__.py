@@ -10,9 +10,18 @@ import os
 import sys
 import time
 
-from parity.tolerances import PARITY_F32_ACCURACY_POINTS, PARITY_F32_ATOL, PARITY_F32_RTOL, PARITY_F64_RTOL
 
-DESCRIPTION = f"""\
+def description() -> str:
+    """The help text, with the tolerances in force. Imported here, not at the top: importing them
+    loads tinynn and so NumPy, which must wait for ``single_threaded_by_default``."""
+    from tinynn.testing.tolerances import (
+        PARITY_F32_ACCURACY_POINTS,
+        PARITY_F32_ATOL,
+        PARITY_F32_RTOL,
+        PARITY_F64_RTOL,
+    )
+
+    return f"""\
 Run every stage of PyTorch's "What is torch.nn really?" tutorial twice, in torch and in tinynn,
 from the same initial weights and on the same batches in the same order, and compare them.
 
@@ -34,6 +43,11 @@ other framework computes would steal each other's cores.
 --device cuda runs torch on the GPU (TF32 off, deterministic algorithms) against tinynn on the CPU;
 without a GPU it says so and skips. Stage 13 ("gpu") uses the GPU whenever torch sees one, as the
 tutorial does.
+
+--textbook runs tinynn on its textbook code only (tinynn.set_textbook(True), as TINYNN_TEXTBOOK=1):
+the plain NumPy in tinynn/nn/, with no module of the speed engine (tinynn._engine) imported. The
+report says which code ran ("tinynn: textbook" or "tinynn: engine") and which engine modules, if
+any, were imported; with --textbook any is a failure.
 """
 
 
@@ -41,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     from parity.stages import STAGES
 
     names = ", ".join(f"{number}:{stage.NAME}" for number, stage in enumerate(STAGES, start=1))
-    parser = argparse.ArgumentParser(prog="python -m parity", description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog="python -m parity", description=description(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", action="append", metavar="NAME",
                         help=f"run only this stage (repeatable; a name or number): {names}")
@@ -64,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the JSON report (default parity-report/report.json)")
     parser.add_argument("--plot", metavar="PATH", default="parity-report/loss_curves.png",
                         help="both frameworks' loss curves (default parity-report/loss_curves.png)")
+    parser.add_argument("--textbook", action="store_true",
+                        help="run tinynn on its textbook code, never the engine (as TINYNN_TEXTBOOK=1)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines, only the table")
     return parser
 
@@ -88,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+
+    import tinynn
+
+    if args.textbook:  # before any stage, model or op exists
+        tinynn.set_textbook(True)
 
     from parity.stages import STAGES, find_stage
 
@@ -114,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     config = RunConfig(dtype=args.dtype, device=args.device, epochs=args.epochs, max_steps=args.max_steps,
-                       valid_size=args.valid_size, seed=args.seed, per_step=True if args.per_step else None)
+                       valid_size=args.valid_size, seed=args.seed, per_step=True if args.per_step else None,
+                       textbook=tinynn.is_textbook())
     data = load_data(args.data, args.dataset, args.dtype, download=not args.no_download,
                      log=lambda line: print(line, flush=True))
     say(f"parity: {len(stages)} stage(s) on {data.source} "
         f"({len(data.x_train)} train / {len(data.x_valid)} valid rows), "
-        f"{args.dtype}, torch on {args.device}, {args.epochs} epoch(s)"
+        f"{args.dtype}, torch on {args.device}, {args.epochs} epoch(s), tinynn: {config.tinynn_code}"
         + (f", at most {args.max_steps} steps per epoch" if args.max_steps else ""))
     started = time.perf_counter()
     results = run_stages(stages, data, config, progress=say)
@@ -135,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loss curves: {plot_path}")
     failed = [r.name for r in results if not r.ok]
     elapsed = time.perf_counter() - started
+    engine = report.engine_modules()
+    if config.textbook and engine:
+        print(f"FAILED: textbook mode, yet tinynn's engine was imported ({', '.join(engine)})")
+        return 1
     if failed:
         print(f"FAILED: {', '.join(failed)} broke the tolerance ({elapsed:.0f}s)")
         return 1

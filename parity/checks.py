@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from parity.compare import assert_close, to_numpy
 from parity.events import Epoch, Step
-from parity.tolerances import (
+from tinynn.testing.compare import assert_close, to_numpy
+from tinynn.testing.tolerances import (
     PARITY_F32_ACCURACY_POINTS,
     PARITY_F32_ATOL,
     PARITY_F32_RTOL,
@@ -28,7 +28,7 @@ class Tolerance:
 
 
 def tolerance(dtype: str, mode: str) -> Tolerance:
-    """What each compared number is held to, from parity/tolerances.py."""
+    """What each compared number is held to, from tinynn/testing/tolerances.py."""
     if mode == "independent":
         return Tolerance(PARITY_F64_RTOL, accuracy_points=PARITY_F32_ACCURACY_POINTS, check_steps=False)
     if dtype == "float64":

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.compare import to_numpy
+from tinynn.testing.compare import to_numpy
 
 
 def _copy(value: Any) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,17 @@ def _last(values: list[float]) -> float:
     return values[-1] if values else float("nan")
 
 
+def engine_modules() -> list[str]:
+    """The modules of tinynn's speed engine imported so far: none when every op ran its textbook code."""
+    return sorted(name for name in sys.modules if name.startswith("tinynn._engine"))
+
+
+def _code_line(config: RunConfig) -> str:
+    engine = engine_modules()
+    imported = f"engine modules imported: {', '.join(engine)}" if engine else "no engine module imported"
+    return f"tinynn: {config.tinynn_code} ({imported})"
+
+
 def format_table(results: list[StageResult], config: RunConfig, source: str) -> str:
     """One row per stage: both frameworks' figures side by side, the worst differences, the seconds."""
     per_step = config.checks_per_step(source)
@@ -32,7 +44,7 @@ def format_table(results: list[StageResult], config: RunConfig, source: str) -> 
         f"{'':<24}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}"
         f"{'loss':>12}{'grads':>12}{'weights':>12}{'tinynn':>7} {'torch':>7}"
     )
-    rows = [header, "-" * len(header.splitlines()[0])]
+    rows = [_code_line(config), header, "-" * len(header.splitlines()[0])]
     for number, r in enumerate(results, start=1):
         n, t = r.tinynn, r.torch
         status = "ok" if r.ok else "FAIL"
@@ -94,6 +106,7 @@ def to_json(results: list[StageResult], config: RunConfig, source: str) -> dict[
         "ok": all(r.ok for r in results),
         "epochs": config.epochs, "max_steps": config.max_steps, "valid_size": config.valid_size,
         "seed": config.seed,
+        "tinynn_code": config.tinynn_code, "engine_modules_imported": engine_modules(),
         "tolerance": {"rtol": tol.rtol, "atol": tol.atol, "accuracy_points": tol.accuracy_points},
         "versions": {"tinynn": tinynn.__version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},

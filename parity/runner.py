@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from parity.checks import KINDS, Checker, momentum_buffers, tolerance
-from parity.compare import to_numpy
 from parity.context import StageContext, TutorialData
 from parity.events import Epoch, Start, Step
-from parity.tolerances import PARITY_F32_ACCURACY_POINTS
 from parity.torch_setup import torch_settings, warm_up_torch
+from tinynn.testing.compare import to_numpy
+from tinynn.testing.tolerances import PARITY_F32_ACCURACY_POINTS
 
 CHAOTIC_DATA = ("fashion-mnist",)  # see the module docstring
 MAX_FAILURES_KEPT = 10
@@ -57,6 +57,11 @@ class RunConfig:
     valid_size: int | None = None  # the validation set is cut to its first valid_size rows
     seed: int = 0
     per_step: bool | None = None  # None: float32 or chaotic data (see CHAOTIC_DATA) -> per step
+    textbook: bool = False  # tinynn ran its textbook code (tinynn.is_textbook()), not the engine
+
+    @property
+    def tinynn_code(self) -> str:
+        return "textbook" if self.textbook else "engine"
 
     def checks_per_step(self, source: str) -> bool:
         if self.per_step is not None:

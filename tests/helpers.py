@@ -8,25 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from parity.compare import assert_close, to_numpy  # noqa: F401 - re-exported for tests
-from parity.tolerances import FD_RTOL, FD_STEP
+from tinynn import testing
+from tinynn.testing import assert_close, to_numpy  # noqa: F401 - re-exported for tests
+from tinynn.testing.tolerances import FD_RTOL, FD_STEP
 
 
 def numerical_grad(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, grad_output: np.ndarray,
                    step: float = FD_STEP) -> np.ndarray:
-    """d/dx of sum(grad_output * f(x)) by central differences, one element at a time (float64)."""
-    x = np.array(x, dtype=np.float64, copy=True)
-    grad = np.zeros_like(x)
-    flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat_x.size):
-        orig = flat_x[i]
-        flat_x[i] = orig + step
-        plus = np.sum(grad_output * f(x))
-        flat_x[i] = orig - step
-        minus = np.sum(grad_output * f(x))
-        flat_x[i] = orig
-        flat_grad[i] = (plus - minus) / (2 * step)
-    return grad
+    """d/dx of sum(grad_output * f(x)) by central differences, one element at a time (float64):
+    ``tinynn.testing.numerical_grad``, the routine behind ``gradcheck``, with the step FD_STEP."""
+    return testing.numerical_grad(f, x, grad_output, eps=step)
 
 
 def check_grad(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, grad_output: np.ndarray,

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import tinynn
-from parity.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 from tests.helpers import assert_close, check_grad, random_array, random_grad, torch_tensor
 from tinynn._engine.elementwise import _ZEROS
 from tinynn.nn import LogSoftmax, ReLU, Softmax
@@ -21,6 +20,7 @@ from tinynn.nn.functional import (
     softmax,
     softmax_backward,
 )
+from tinynn.testing.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 
 SOFTMAX_OPS = [
     ("softmax", softmax, softmax_backward, torch.softmax),

@@ -11,9 +11,9 @@ import torch
 import tinynn
 import tinynn.nn as nn
 import tinynn.nn.functional as F
-from parity.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_ATOL, TORCH_F64_RTOL
 from tests.helpers import assert_close, check_grad, random_array, random_grad, split_batches, torch_tensor
 from tinynn.nn import naive
+from tinynn.testing.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_ATOL, TORCH_F64_RTOL
 
 # torch warns that it copies the input for 'same' with even kernels; tinynn pads asymmetrically the same way.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")

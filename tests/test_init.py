@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import tinynn
-from parity.tolerances import INIT_BOUND_RTOL, INIT_STD_RTOL, TORCH_F32_RTOL
 from tests.helpers import outcome
 from tinynn import nn
 from tinynn.nn import init
+from tinynn.testing.tolerances import INIT_BOUND_RTOL, INIT_STD_RTOL, TORCH_F32_RTOL
 
 SHAPES = [(400, 300), (200, 60, 3, 3), (30, 4000)]  # 120,000 draws each; fan_in != fan_out
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import tinynn
-from parity.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 from tests.helpers import assert_close, check_grad, random_array, random_grad, torch_tensor
 from tinynn.nn import Identity, Linear
 from tinynn.nn.functional import linear, linear_backward
+from tinynn.testing.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 
 INPUT_SHAPES = [(5, 4), (2, 3, 4), (4,), (0, 4)]
 

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 import tinynn
-from parity.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 from tests.helpers import assert_close, check_grad, random_array, random_grad, torch_tensor
 from tinynn.nn import CrossEntropyLoss, NLLLoss
 from tinynn.nn.functional import (
@@ -18,6 +17,7 @@ from tinynn.nn.functional import (
     nll_loss,
     nll_loss_backward,
 )
+from tinynn.testing.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 
 C = 5
 # (input shape, target shape): batched, unbatched (C,) with a 0-d target, and (N, C, d1, d2).

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import tinynn
-from parity.compare import assert_close
-from parity.tolerances import TORCH_F64_RTOL
 from tests.helpers import check_grad, outcome, random_array, random_grad
 from tinynn import nn
+from tinynn.testing.compare import assert_close
+from tinynn.testing.tolerances import TORCH_F64_RTOL
 
 
 class Scale(nn.Module):

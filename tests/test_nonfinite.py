@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import tinynn.nn.functional as F
-from parity.tolerances import TORCH_F64_RTOL
 from tests.helpers import assert_close, torch_tensor
+from tinynn.testing.tolerances import TORCH_F64_RTOL
 
 
 def _with_nonfinite(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

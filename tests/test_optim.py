@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from parity.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_ATOL, TORCH_F64_RTOL
 from tests.helpers import assert_close, random_array, random_grad
 from tinynn.nn.parameter import Parameter
 from tinynn.optim import SGD, Optimizer
+from tinynn.testing.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_ATOL, TORCH_F64_RTOL
 
 SHAPES = [(4, 3), (3,), (2, 1, 3, 3)]
 

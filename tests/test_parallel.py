@@ -12,11 +12,11 @@ import torch
 import tinynn
 import tinynn.nn as nn
 import tinynn.nn.functional as F
-from parity.tolerances import TORCH_F64_RTOL
 from tests.helpers import assert_close, random_array, random_grad, split_batches, torch_tensor
 from tests.test_conv import CONFIGS, _case, _torch_conv
 from tinynn._engine import blas as _blas
 from tinynn._engine import parallel as _parallel
+from tinynn.testing.tolerances import TORCH_F64_RTOL
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 

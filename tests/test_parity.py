@@ -22,9 +22,9 @@ from parity.context import StageContext
 from parity.data import load_data, synthetic_data
 from parity.runner import RunConfig, run_stages
 from parity.stages import STAGES, find_stage
-from parity.tolerances import PARITY_F32_ACCURACY_POINTS, PARITY_F64_RTOL
 from parity.torch_setup import cuda_available
 from tests.conftest import data_dir
+from tinynn.testing.tolerances import PARITY_F32_ACCURACY_POINTS, PARITY_F64_RTOL
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_NAMES = [stage.NAME for stage in STAGES]

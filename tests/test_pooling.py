@@ -9,10 +9,10 @@ import torch
 import tinynn
 import tinynn.nn as nn
 import tinynn.nn.functional as F
-from parity.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 from tests.helpers import assert_close, check_grad, random_array, random_grad, torch_tensor
 from tests.strategies import relayout
 from tinynn.nn import naive as ref
+from tinynn.testing.tolerances import TORCH_F32_ATOL, TORCH_F32_RTOL, TORCH_F64_RTOL
 
 TF = torch.nn.functional
 

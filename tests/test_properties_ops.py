@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 import tinynn.nn as nn
 import tinynn.nn.functional as F
-from parity.compare import assert_close
 from tests.strategies import (
     SPECIAL_STYLES,
     arrays,
@@ -35,6 +34,7 @@ from tests.strategies import (
     to_torch,
     torch_autograd,
 )
+from tinynn.testing.compare import assert_close
 
 # torch's Linear(0, n) init warns that it does nothing; the drawn weights are loaded afterwards anyway.
 pytestmark = pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 import tinynn.nn as nn
 import tinynn.optim as optim
 import tinynn.utils.data as data
-from parity.compare import assert_close
 from tests.strategies import (
     CONTINUOUS_STYLES,
     arrays,
@@ -30,6 +29,7 @@ from tests.strategies import (
     sizes,
     to_torch,
 )
+from tinynn.testing.compare import assert_close
 
 TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
 HYPER_PARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")

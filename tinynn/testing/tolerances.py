@@ -1,9 +1,11 @@
 """Every tolerance tinynn is held to, in one place, each with the reason for its size.
 
-Errors are measured against the scale of the expected array (see ``parity.compare``):
+Errors are measured against the scale of the expected array (see ``tinynn.testing.compare``):
 ``max|actual - expected| <= atol + rtol * max|expected|``. Element-wise relative error is
 meaningless for entries that are near zero through cancellation (a gradient entry of 1e-17 in one
 summation order can be 3e-17 in another), so the array's largest magnitude sets the scale.
+The one exception is ``gradcheck`` (GRADCHECK_*), which keeps torch.autograd.gradcheck's
+element-wise rule with an absolute floor.
 """
 
 # Hand-written backward vs central finite differences, float64, step FD_STEP.
@@ -23,6 +25,26 @@ TORCH_F64_ATOL = 0.0
 # hence 1e-4; the absolute floor covers results whose scale is itself tiny.
 TORCH_F32_RTOL = 1e-4
 TORCH_F32_ATOL = 1e-5
+
+# assert_matches_torch's defaults, (rtol, atol) by the dtype name of torch's result: the two pairs
+# above, for the same reasons (one layer's formulas in two libraries, summed in different orders).
+# Any other float dtype is held to float32's pair.
+TORCH_TOLERANCES = {"float64": (TORCH_F64_RTOL, TORCH_F64_ATOL), "float32": (TORCH_F32_RTOL, TORCH_F32_ATOL)}
+
+# gradcheck: torch.autograd.gradcheck's defaults and its element-wise rule
+# |analytic - numeric| <= atol + rtol * |numeric|, everything in float64. Element-wise, unlike the
+# scale-relative rule above, so that one wrong entry among large ones is still caught.
+# The step: central differences err by h^2 / 6 * |f'''| (truncation, ~1e-12) plus about
+# eps64 * |f| / h (rounding, ~2e-10 * |f|); h = 1e-6 keeps both far below the tolerances below.
+GRADCHECK_EPS = 1e-6
+# The absolute floor: an entry whose true gradient is 0 (a dead ReLU, a cancelling sum) gets a
+# numeric value of pure rounding noise, ~2e-10 * |f|; 1e-5 absorbs that for f up to ~1e4 and is
+# still far below any real gradient term of a layer with O(1) values.
+GRADCHECK_ATOL = 1e-5
+# The relative part: a correct gradient lands near 1e-9 relative (see FD_RTOL); 1e-3 leaves room
+# for less smooth layers (softmax at large logits), while a wrong term of more than 0.1% of an
+# entry (a wrong slope, a forgotten path, a factor of 1.01) still fails.
+GRADCHECK_RTOL = 1e-3
 
 # parity float64 lockstep: every step's loss, gradients and weights over a whole training run.
 # Two torch float64 runs whose initial weights differ by one ulp stay within 3e-15 in loss over
