@@ -16,6 +16,7 @@ import torch.nn.functional as TF
 from hypothesis import given
 from hypothesis import strategies as st
 
+import tinynn
 import tinynn.nn as nn
 import tinynn.nn.functional as F
 from tests.strategies import (
@@ -110,8 +111,13 @@ def dims(ndim: int) -> st.SearchStrategy:
     return st.integers(-max(ndim, 1), max(ndim, 1) - 1)
 
 
-@given(case=any_arrays(), inplace=st.booleans())
-def test_relu_functional_and_module_match_torch(case, inplace):
+@given(case=any_arrays(), inplace=st.booleans(), implementation=st.sampled_from(["engine", "textbook"]))
+def test_relu_functional_and_module_match_torch(case, inplace, implementation):
+    with tinynn.textbook(implementation == "textbook"):
+        _check_relu(case, inplace)
+
+
+def _check_relu(case: tuple[np.ndarray, np.ndarray], inplace: bool) -> None:
     x, grad_output = case
     expected, (grad_x,) = torch_autograd(TF.relu, [x], grad_output)
     output = F.relu(x)
