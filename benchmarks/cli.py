@@ -4,6 +4,12 @@
     python -m benchmarks --quick            # fewer repetitions and points (under two minutes)
     python -m benchmarks --quick --machine nvidia-h100 --out benchmarks/results/nvidia-h100
     python -m benchmarks --adaptive-malloc  # glibc malloc left as it comes (see environment.steady_malloc)
+    python -m benchmarks --quick --textbook # also tinynn's textbook code: a "textbook / torch CPU" column
+
+--textbook times the ops, the pipelines and tinynn's memory a second time with tinynn in textbook
+mode (``tinynn.textbook()``: the plain NumPy of tinynn/nn/, no engine), in a second pass that
+interleaves the textbook code with torch CPU as the first pass does the engine; each ratio is
+taken within its own pass. results.json holds that pass under "textbook".
 
 Committed figures live in ``benchmarks/results/<machine>/``. On a machine whose environment sets
 OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE, measure with them unset (``env -u OPENBLAS_CORETYPE -u
@@ -32,6 +38,7 @@ from benchmarks.timing import LABELS, TINYNN, TORCH_CPU, available_frameworks, m
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("ops", "pipelines", "memory", "scaling", "profile")
+TEXTBOOK_SECTIONS = ("ops", "pipelines", "memory")  # what --textbook measures again in textbook mode
 # Issue 7's targets for tinynn's time relative to torch CPU (reported, never asserted).
 TARGETS = {"logistic pipeline": 0.5, "CNN pipeline": 1.0, "wide conv forward+backward": 1.5}
 
@@ -40,6 +47,10 @@ def _ratio(results: dict[str, Any], key: Callable[[dict[str, Any]], float]) -> f
     if TINYNN not in results or TORCH_CPU not in results:
         return None
     return key(results[TINYNN]) / key(results[TORCH_CPU])
+
+
+def _plain(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}"
 
 
 def run_ops(frameworks: list[Any], preset: Preset, log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -103,6 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="leave glibc malloc's thresholds adaptive; by default they are fixed first "
                              "(environment.steady_malloc), so that neither library's timings include page faults "
                              "that depend on what the process allocated before")
+    parser.add_argument("--textbook", action="store_true",
+                        help=f"also time {', '.join(TEXTBOOK_SECTIONS)} with tinynn in textbook mode (no engine), "
+                             "for a 'textbook / torch CPU' column beside the engine's")
     parser.add_argument("--note", action="append", default=[], help="a line for results.md (repeatable)")
     args = parser.parse_args(argv)
     unknown = set(args.sections.split(",")) - set(SECTIONS)
@@ -145,36 +159,55 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(f"machine {machine}: {info['cpu_model']}, frameworks {', '.join(fw.name for fw in frameworks)}; "
         f"preset {preset.name}; writing {out}")
+    if args.textbook:
+        results["textbook"] = {"section_seconds": {}, "errors": {}}
     for section in sections:
         log(f"{section} ...")
-        section_start = time.perf_counter()
-        try:
-            if section == "ops":
-                results["ops"] = run_ops(frameworks, preset, log)
-            elif section == "pipelines":
-                runs, source = run_pipelines(frameworks, preset, log)
-                results["pipelines"] = {"data": source, "runs": runs}
-            elif section == "memory":
-                results["memory"] = memory_in_subprocesses(frameworks, preset.memory_steps, threads, log)
-            elif section == "scaling":
-                results["scaling"] = run_scaling(frameworks, preset, log)
-            elif section == "profile":
-                results["profile"] = profile_all(preset.profile_steps, preset.profile_conv_calls, preset.op_batch)
-        except Exception as error:
-            results["errors"][section] = f"{type(error).__name__}: {error}"
-            log(f"{section} failed: {results['errors'][section]}")
-        results["section_seconds"][section] = round(time.perf_counter() - section_start, 1)
+        run_section(section, results, frameworks, preset, threads, log)
+        if args.textbook and section in TEXTBOOK_SECTIONS:
+            log(f"{section}, tinynn in textbook mode ...")
+            with tinynn.textbook():
+                run_section(section, results["textbook"], frameworks, preset, threads, log, textbook=True)
+            results["textbook"]["headline"] = headline(results["textbook"])
         results["headline"] = headline(results)
         results["environment"]["load_average_end"] = environment.load_average()
         write(results, out)
     plots = report.write_plots(results, out)
     results["plots"] = plots
     write(results, out)
+    textbook_ratios = {row["name"]: row["ratio"] for row in results.get("textbook", {}).get("headline", [])}
     for row in results["headline"]:
-        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}"
-        log(f"headline {row['name']}: tinynn / torch CPU = {ratio} (target <= {row['target']})")
+        line = f"headline {row['name']}: tinynn / torch CPU = {_plain(row['ratio'])} (target <= {row['target']})"
+        if row["name"] in textbook_ratios:
+            line += f", textbook / torch CPU = {_plain(textbook_ratios[row['name']])}"
+        log(line)
     log(f"done in {time.perf_counter() - started:.0f} s: {out / 'results.md'}")
-    return 1 if results["errors"] else 0
+    return 1 if results["errors"] or results.get("textbook", {}).get("errors") else 0
+
+
+def run_section(section: str, results: dict[str, Any], frameworks: list[Any], preset: Preset, threads: int,
+                log: Callable[[str], None], textbook: bool = False) -> None:
+    """Measure one section into ``results[section]`` (a failure into ``results["errors"]``). ``textbook``:
+    tinynn runs its textbook code (the caller holds ``tinynn.textbook()``); memory measures tinynn alone,
+    in subprocesses with TINYNN_TEXTBOOK=1."""
+    section_start = time.perf_counter()
+    try:
+        if section == "ops":
+            results["ops"] = run_ops(frameworks, preset, log)
+        elif section == "pipelines":
+            runs, source = run_pipelines(frameworks, preset, log)
+            results["pipelines"] = {"data": source, "runs": runs}
+        elif section == "memory":
+            measured = [fw for fw in frameworks if fw.name == TINYNN] if textbook else frameworks
+            results["memory"] = memory_in_subprocesses(measured, preset.memory_steps, threads, log, textbook=textbook)
+        elif section == "scaling":
+            results["scaling"] = run_scaling(frameworks, preset, log)
+        elif section == "profile":
+            results["profile"] = profile_all(preset.profile_steps, preset.profile_conv_calls, preset.op_batch)
+    except Exception as error:
+        results["errors"][section] = f"{type(error).__name__}: {error}"
+        log(f"{section} failed: {results['errors'][section]}")
+    results["section_seconds"][section] = round(time.perf_counter() - section_start, 1)
 
 
 def write(results: dict[str, Any], out: Path) -> None:

@@ -32,6 +32,8 @@ libraries' own work. Page faults per step are reported beside each timing.
 
 Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python -m benchmarks.conv_speed``
 (those two variables slow NumPy's OpenBLAS on the project's machines; ``--quick`` for a smoke run).
+``--textbook`` also times W2 and W3 with tinynn in textbook mode (``tinynn.textbook()``: the plain
+NumPy of tinynn/nn/, no engine) against torch the same way, and measures its epoch memory.
 The functions are importable for the general ``python -m benchmarks`` harness.
 """
 
@@ -193,6 +195,15 @@ def wide_conv_torch(batch: int = 64, seed: int = 0) -> Step:
     return step
 
 
+def textbook_step(make: Callable[[], Step]) -> Step:
+    """``make()``'s step, built and run with tinynn in textbook mode."""
+    import tinynn
+
+    with tinynn.textbook():
+        step = make()
+    return tinynn.textbook()(step)
+
+
 # ------------------------------------------------------------------------------------ timing
 def compare(tinynn_step: Step, torch_step: Step, steps: int, rounds: int, settle_s: float = 0.25,
             warmup: int = 5) -> dict[str, Any]:
@@ -250,7 +261,11 @@ def epoch_memory_child(framework: str, samples: int, batch: int) -> dict[str, An
     rng = np.random.default_rng(0)
     images = rng.random((samples, 1, 28, 28), dtype=np.float32)
     labels = rng.integers(0, 10, samples)
-    if framework == "tinynn":
+    if framework in ("tinynn", "textbook"):
+        if framework == "textbook":
+            import tinynn
+
+            tinynn.set_textbook(True)
         step = tinynn_train_step(tutorial_cnn_tinynn())
         batches = ((images[i:i + batch], labels[i:i + batch]) for i in range(0, samples, batch))
     else:
@@ -280,9 +295,10 @@ def epoch_memory(framework: str, samples: int = 50_000, batch: int = 64) -> dict
 ALLOCATORS = ("default", "steady")
 
 
-def run(quick: bool = False, settle_s: float = 0.25, memory: bool = True) -> dict[str, Any]:
+def run(quick: bool = False, settle_s: float = 0.25, memory: bool = True, textbook: bool = False) -> dict[str, Any]:
     """W2 and W3 timed twice: with glibc malloc as it comes, then with its thresholds fixed
-    (``environment.steady_malloc``, which cannot be undone in a process, hence the order)."""
+    (``environment.steady_malloc``, which cannot be undone in a process, hence the order).
+    ``textbook``: each also with tinynn in textbook mode (keys ``*_textbook``)."""
     import torch
 
     from benchmarks.environment import steady_malloc
@@ -297,10 +313,16 @@ def run(quick: bool = False, settle_s: float = 0.25, memory: bool = True) -> dic
             "tutorial_step": compare(tutorial_step_tinynn(), tutorial_step_torch(), steps, rounds, settle_s),
             "wide_conv": compare(wide_conv_tinynn(), wide_conv_torch(), wide_steps, rounds, settle_s),
         }
+        if textbook:
+            results[allocator]["tutorial_step_textbook"] = compare(
+                textbook_step(tutorial_step_tinynn), tutorial_step_torch(), steps, rounds, settle_s)
+            results[allocator]["wide_conv_textbook"] = compare(
+                textbook_step(wide_conv_tinynn), wide_conv_torch(), wide_steps, rounds, settle_s)
     results["load_average_after"] = os.getloadavg()[0]
     if memory:
         samples = 5_000 if quick else 50_000
-        results["epoch_memory"] = {name: epoch_memory(name, samples) for name in ("tinynn", "torch")}
+        names = ("tinynn", "textbook", "torch") if textbook else ("tinynn", "torch")
+        results["epoch_memory"] = {name: epoch_memory(name, samples) for name in names}
     return results
 
 
@@ -330,6 +352,12 @@ def report(results: dict[str, Any]) -> str:
                      f"{1 / step['torch_s']:.0f} steps/s, {_ratios(step)}")
         lines.append(f"  W3 wide conv fwd+bwd: tinynn {wide['tinynn_s'] * 1e3:.1f} ms, torch "
                      f"{wide['torch_s'] * 1e3:.1f} ms, {_ratios(wide)}")
+        if "tutorial_step_textbook" in results[allocator]:
+            step, wide = results[allocator]["tutorial_step_textbook"], results[allocator]["wide_conv_textbook"]
+            lines.append(f"  W2 in textbook mode: tinynn {1 / step['tinynn_s']:.0f} steps/s, torch "
+                         f"{1 / step['torch_s']:.0f} steps/s, {_ratios(step)}")
+            lines.append(f"  W3 in textbook mode: tinynn {wide['tinynn_s'] * 1e3:.1f} ms, torch "
+                         f"{wide['torch_s'] * 1e3:.1f} ms, {_ratios(wide)}")
     for name, memory in results.get("epoch_memory", {}).items():
         lines.append(f"epoch peak RSS growth {name}: {memory['growth_mib']:.1f} MiB "
                      f"(baseline {memory['baseline_mib']:.0f} MiB, epoch {memory['epoch_s']:.1f} s)")
@@ -341,15 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="few repetitions and a short epoch")
     parser.add_argument("--settle", type=float, default=0.25, help="seconds of sleep before each timed block")
     parser.add_argument("--no-memory", action="store_true", help="skip the epoch memory subprocesses")
+    parser.add_argument("--textbook", action="store_true", help="also time tinynn in textbook mode (no engine)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--memory-child", choices=["tinynn", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", choices=["tinynn", "textbook", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--samples", type=int, default=50_000, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         print(json.dumps(epoch_memory_child(args.memory_child, args.samples, args.batch)))
         return 0
-    results = run(args.quick, args.settle, memory=not args.no_memory)
+    results = run(args.quick, args.settle, memory=not args.no_memory, textbook=args.textbook)
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

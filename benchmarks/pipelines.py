@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -57,15 +58,17 @@ def run_pipelines(frameworks: list[Framework], preset: Preset,
 
 
 def memory_in_subprocesses(frameworks: list[Framework], steps: int, threads: int,
-                   log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Run ``benchmarks.memory`` in a fresh process per framework and workload."""
+                   log: Callable[[str], None], textbook: bool = False) -> list[dict[str, Any]]:
+    """Run ``benchmarks.memory`` in a fresh process per framework and workload; ``textbook``: with
+    TINYNN_TEXTBOOK=1, so that tinynn runs its textbook code."""
+    env = {**os.environ, "TINYNN_TEXTBOOK": "1"} if textbook else None
     names = [framework.name for framework in frameworks if framework.name in (TINYNN, TORCH_CPU, TORCH_CUDA)]
     results = []
     for workload in WORKLOADS:
         for name in names:
             command = [sys.executable, "-m", "benchmarks.memory", "--workload", workload, "--framework", name,
                        "--steps", str(steps), "--threads", str(threads)]
-            completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+            completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
             if completed.returncode != 0:
                 tail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
                 log(f"  memory {workload} {name}: failed: {tail[0]}")

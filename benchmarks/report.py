@@ -9,6 +9,7 @@ from benchmarks.timing import LABELS, TINYNN, TORCH_CPU
 
 PROFILE_ROWS = 10
 PROFILE_SUMMARY_ROWS = 3
+TEXTBOOK_LABEL = "tinynn textbook (NumPy)"
 
 
 def _unit(seconds: float) -> tuple[float, str]:
@@ -77,11 +78,29 @@ def _machine_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _textbook(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The --textbook pass (tinynn on its textbook code, timed against torch CPU again), if the run made one."""
+    return results.get("textbook")
+
+
 def _headline_section(results: dict[str, Any]) -> list[str]:
-    rows = [[row["name"], row["detail"], fmt_ratio(row["ratio"]), f"<= {row['target']}",
-             "n/a" if row["met"] is None else ("yes" if row["met"] else "**no**")] for row in results["headline"]]
+    textbook = _textbook(results)
+    textbook_ratios = {row["name"]: row["ratio"] for row in (textbook or {}).get("headline", [])}
+    rows = []
+    for row in results["headline"]:
+        cells = [row["name"], row["detail"], fmt_ratio(row["ratio"])]
+        if textbook is not None:
+            cells.append(fmt_ratio(textbook_ratios.get(row["name"])))
+        met = "n/a" if row["met"] is None else ("yes" if row["met"] else "**no**")
+        rows.append([*cells, f"<= {row['target']}", met])
+    header = ["benchmark", "what", "tinynn / torch CPU", *(["textbook / torch CPU"] if textbook else []), "target",
+              "met"]
     lines = ["## Headline: tinynn time / torch CPU time (lower is faster)", ""]
-    lines += _table(["benchmark", "what", "tinynn / torch CPU", "target", "met"], rows) if rows else ["(not measured)"]
+    if textbook is not None:
+        lines += ["tinynn / torch CPU: tinynn as it runs by default, on its engine. textbook / torch CPU: tinynn in "
+                  "textbook mode (`tinynn.textbook()`, the plain NumPy of tinynn/nn/), timed in a second pass against "
+                  "torch CPU again. The targets are the engine's.", ""]
+    lines += _table(header, rows) if rows else ["(not measured)"]
     missed = [row for row in results["headline"] if row["met"] is False]
     if missed:
         lines += ["", "Where the time goes, for each target missed:", ""]
@@ -116,21 +135,29 @@ def _pipeline_section(results: dict[str, Any], frameworks: list[str]) -> list[st
              "AdaptiveAvgPool2d(1), Flatten; lr 0.1, momentum 0.9. Peak memory: growth of the peak RSS over "
              "the training loop in a fresh process (data set excluded); GPU: torch's peak allocated CUDA memory "
              "(the RSS growth of a CUDA run is mostly the CUDA libraries that load at the first step).", ""]
+    textbook = _textbook(results) or {}
+    textbook_runs = {run["workload"]: run for run in textbook.get("pipelines", {}).get("runs", [])}
+    textbook_memory = {row["workload"]: row for row in textbook.get("memory", [])}
+
+    def row(workload: str, label: str, result: dict[str, Any], torch_cpu: dict[str, Any] | None,
+            mem: dict[str, Any]) -> list[str]:
+        ratio = result["epoch"]["median_s"] / torch_cpu["epoch"]["median_s"] if torch_cpu else None
+        mem_text = f"{mem['rss_growth_mib']}" if "rss_growth_mib" in mem else mem.get("error", "-")
+        if "gpu_peak_growth_mib" in mem:
+            mem_text += f" (GPU {mem['gpu_peak_growth_mib']})"
+        return [workload, label, fmt_time(result["epoch"]), f"{result['steps_per_s']:,.0f}",
+                f"{result['samples_per_s']:,.0f}", mem_text, f"{ratio:.2f}" if ratio is not None else "n/a"]
+
     rows = []
     for run in runs:
-        torch_cpu = run["results"].get(TORCH_CPU)
         for name in frameworks:
-            result = run["results"].get(name)
-            if result is None:
-                continue
-            ratio = result["epoch"]["median_s"] / torch_cpu["epoch"]["median_s"] if torch_cpu else None
-            mem = memory.get((run["workload"], name), {})
-            mem_text = f"{mem['rss_growth_mib']}" if "rss_growth_mib" in mem else mem.get("error", "-")
-            if "gpu_peak_growth_mib" in mem:
-                mem_text += f" (GPU {mem['gpu_peak_growth_mib']})"
-            rows.append([run["workload"], LABELS.get(name, name), fmt_time(result["epoch"]),
-                         f"{result['steps_per_s']:,.0f}", f"{result['samples_per_s']:,.0f}", mem_text,
-                         f"{ratio:.2f}" if ratio is not None else "n/a"])
+            if name in run["results"]:
+                rows.append(row(run["workload"], LABELS.get(name, name), run["results"][name],
+                                run["results"].get(TORCH_CPU), memory.get((run["workload"], name), {})))
+        textbook_run = textbook_runs.get(run["workload"], {}).get("results", {})
+        if TINYNN in textbook_run:  # its ratio over the torch CPU epochs of its own pass
+            rows.append(row(run["workload"], TEXTBOOK_LABEL, textbook_run[TINYNN], textbook_run.get(TORCH_CPU),
+                            textbook_memory.get(run["workload"], {})))
     if rows:
         lines += _table(["workload", "framework", f"epoch ({runs[0]['samples']} samples)", "steps/s", "samples/s",
                          "peak RSS growth (MiB)", "time / torch CPU"], rows)
@@ -145,22 +172,32 @@ def _ops_section(results: dict[str, Any], frameworks: list[str]) -> list[str]:
     ops = results.get("ops", [])
     if not ops:
         return []
+    textbook = _textbook(results)
+    textbook_ops = {op["name"]: op for op in (textbook or {}).get("ops", [])}
     header = ["layer", "input", "pass", *(LABELS[name] for name in frameworks), "tinynn / torch CPU"]
+    if textbook is not None:
+        header += [TEXTBOOK_LABEL, "textbook / torch CPU"]
     rows = []
     for op in ops:
         for direction in ("forward", "backward"):
             timing = op.get(direction, {})
             if "error" in timing:
-                rows.append([op["layer"], op["input"], direction, f"error: {timing['error']}",
-                             *([""] * (len(frameworks) - 1)), ""])
-                continue
-            cells = [fmt_time(timing["results"][name]) if name in timing["results"] else "-" for name in frameworks]
+                cells = [f"error: {timing['error']}", *([""] * (len(frameworks) - 1)), ""]
+            else:
+                cells = [fmt_time(timing["results"][name]) if name in timing["results"] else "-"
+                         for name in frameworks] + [fmt_ratio(timing.get("ratio"))]
+            if textbook is not None:
+                textbook_timing = textbook_ops.get(op["name"], {}).get(direction, {})
+                tinynn_textbook = textbook_timing.get("results", {}).get(TINYNN)
+                cells += [fmt_time(tinynn_textbook) if tinynn_textbook else textbook_timing.get("error", "-"),
+                          fmt_ratio(textbook_timing.get("ratio"))]
             no_input_grad = direction == "backward" and not op["input_grad"]
-            rows.append([op["layer"], op["input"], direction + (" (no input grad)" if no_input_grad else ""),
-                         *cells, fmt_ratio(timing.get("ratio"))])
+            rows.append([op["layer"], op["input"], direction + (" (no input grad)" if no_input_grad else ""), *cells])
+    note = (" The textbook columns: tinynn in textbook mode, timed in a second pass, its ratio over that pass's "
+            "torch CPU time." if textbook is not None else "")
     return ["## Ops: each layer's forward and backward, per call", "",
             "Inputs float32, NCHW-contiguous for both frameworks. The backward is timed alone after an untimed "
-            "forward, gradients cleared before it as in a training loop.", "", *_table(header, rows), ""]
+            "forward, gradients cleared before it as in a training loop." + note, "", *_table(header, rows), ""]
 
 
 def _scaling_section(results: dict[str, Any], frameworks: list[str]) -> list[str]:
@@ -224,8 +261,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## Plots", "", *(f"![{Path(name).stem}]({name})" for name in plots["files"]), ""]
     elif plots.get("skipped"):
         lines += ["## Plots", "", f"Skipped: {plots['skipped']}.", ""]
-    if results.get("errors"):
-        lines += ["## Errors", "", *(f"- {section}: {error}" for section, error in results["errors"].items()), ""]
+    textbook_errors = (_textbook(results) or {}).get("errors", {})
+    errors = {**results.get("errors", {}), **{f"{name} (textbook)": error for name, error in textbook_errors.items()}}
+    if errors:
+        lines += ["## Errors", "", *(f"- {section}: {error}" for section, error in errors.items()), ""]
     return "\n".join(lines)
 
 

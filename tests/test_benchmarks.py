@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import tinynn
 from benchmarks import cli, report
 from benchmarks.timing import TINYNN, TORCH_CPU, TORCH_CUDA_TF32, Framework, Runner, Stats, measure
 from benchmarks.workloads import mnist_or_synthetic
@@ -230,3 +231,40 @@ def test_steady_malloc_fixes_glibc_thresholds_so_freed_blocks_are_reused_without
     assert first > 100 and runs["default"][1] > 100
     assert second < first / 10
     assert runs["default"][2] > runs["default"][1] / 2
+
+
+@pytest.fixture(scope="module")
+def textbook_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, str]:
+    out = tmp_path_factory.mktemp("bench-textbook")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("TINYNN_DATA", raising=False)
+        code = cli.main(["--smoke", "--no-cuda", "--adaptive-malloc", "--out", str(out), "--machine", "test-box",
+                         "--sections", "pipelines", "--textbook"])
+    return code, json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
+
+
+def test_textbook_pass_times_the_pipelines_again_beside_the_engine(textbook_run):
+    code, results, markdown = textbook_run
+    textbook = results["textbook"]
+    assert code == 0 and textbook["errors"] == {}
+    assert not tinynn.is_textbook()  # the pass leaves the process in the engine's mode
+    assert [run["workload"] for run in textbook["pipelines"]["runs"]] == ["logistic", "cnn"]
+    for run in textbook["pipelines"]["runs"]:
+        assert set(run["results"]) == {TINYNN, TORCH_CPU}
+    assert [row["name"] for row in textbook["headline"]] == [row["name"] for row in results["headline"]]
+    assert all(row["ratio"] > 0 for row in textbook["headline"])
+    assert "| tinynn / torch CPU | textbook / torch CPU | target |" in markdown
+    for workload in ("logistic", "cnn"):
+        assert f"| {workload} | {report.TEXTBOOK_LABEL} |" in markdown
+
+
+def test_ops_table_has_textbook_columns_and_errors_name_the_textbook_pass(smoke_run):
+    _, results, _, _ = smoke_run
+    textbook = {"ops": results["ops"], "headline": results["headline"], "errors": {"memory": "Boom: no"}}
+    markdown = report.markdown({**results, "textbook": textbook})
+    assert f"| tinynn / torch CPU | {report.TEXTBOOK_LABEL} | textbook / torch CPU |" in markdown
+    op = results["ops"][0]
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {op['layer']} | {op['input']} | forward"))
+    assert row.count(report.fmt_ratio(op["forward"]["ratio"])) == 2  # the engine's ratio, and the same figures again
+    assert "- memory (textbook): Boom: no" in markdown
+    assert "textbook / torch CPU" not in report.markdown(results)
