@@ -324,3 +324,18 @@ def test_pool2d_args_are_accepted_by_torch_with_the_output_size_stated(kind, dat
 def test_adaptive_pool2d_args_are_accepted_by_torch(args):
     x, output_size = args
     TF.adaptive_avg_pool2d(torch.from_numpy(np.array(x)), output_size)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
+@pytest.mark.parametrize("textbook", [False, True], ids=["engine", "textbook"])
+def test_assert_matches_torch_runs_torch_on_the_torch_modules_device(textbook):
+    import tinynn
+
+    torch.backends.cudnn.allow_tf32 = False  # TF32 keeps 10 mantissa bits: far outside any float64 check
+    module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, dtype=np.float64), nn.ReLU(),
+                           nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16, 2, dtype=np.float64))
+    torch_module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
+                                       torch.nn.Flatten(), torch.nn.Linear(16, 2)).double().cuda()
+    with tinynn.textbook(textbook):
+        assert assert_matches_torch(module, torch_module, inputs((2, 3, 4, 4)))
