@@ -10,6 +10,7 @@ import numpy as np
 from parity.events import Epoch, Step
 from tinynn.testing.compare import assert_close, to_numpy
 from tinynn.testing.tolerances import (
+    PARITY_ACCURACY_RTOL,
     PARITY_F32_ACCURACY_POINTS,
     PARITY_F32_ATOL,
     PARITY_F32_RTOL,
@@ -25,6 +26,7 @@ class Tolerance:
     atol: float = 0.0
     accuracy_points: float | None = None  # val accuracy: an absolute bound instead of rtol/atol
     check_steps: bool = True
+    accuracy_rtol: float | None = None  # val accuracy: its own rtol (it is a float32 number)
 
 
 def tolerance(dtype: str, mode: str) -> Tolerance:
@@ -32,7 +34,7 @@ def tolerance(dtype: str, mode: str) -> Tolerance:
     if mode == "independent":
         return Tolerance(PARITY_F64_RTOL, accuracy_points=PARITY_F32_ACCURACY_POINTS, check_steps=False)
     if dtype == "float64":
-        return Tolerance(PARITY_F64_RTOL)
+        return Tolerance(PARITY_F64_RTOL, accuracy_rtol=PARITY_ACCURACY_RTOL)
     return Tolerance(PARITY_F32_RTOL, PARITY_F32_ATOL, PARITY_F32_ACCURACY_POINTS)
 
 
@@ -77,10 +79,13 @@ class Checker:
                 self.result.fail(f"{label}: tinynn {float(a):.4f} vs torch {float(e):.4f}, "
                                  f"more than {self.tol.accuracy_points:g} apart")
             return
-        if diff <= self.tol.atol + self.tol.rtol * scale:
+        rtol = self.tol.rtol
+        if kind == "val_accuracy" and self.tol.accuracy_rtol is not None:
+            rtol = self.tol.accuracy_rtol
+        if diff <= self.tol.atol + rtol * scale:
             return
         try:  # a NaN in the same place in both, or any other reason: let assert_close decide and explain
-            assert_close(a, e, rtol=self.tol.rtol, atol=self.tol.atol, name=label, check_dtype=check_dtype)
+            assert_close(a, e, rtol=rtol, atol=self.tol.atol, name=label, check_dtype=check_dtype)
         except AssertionError as exc:
             self.result.fail(str(exc))
 

@@ -52,6 +52,15 @@ GRADCHECK_RTOL = 1e-3
 # for accumulated rounding differences and any larger gap is a bug.
 PARITY_F64_RTOL = 1e-9
 
+# parity float64, validation accuracy: the tutorial's accuracy is a float32 mean of 0/1 values
+# (``(preds == yb).float().mean()``), whatever the model's dtype. Its last bit depends on how the
+# mean divides: torch on CUDA gave 0.9605419636 where NumPy's float32 mean gave 0.9605419040, one
+# float32 ulp (at most 2**-23 relative) apart, on the same predictions. The epoch's accuracy weighs
+# each batch's float32 mean, so two ulps (2**-22, 2.4e-7) bound the two sides' rounding. One
+# prediction more or less moves the accuracy by 1/n (1e-4 for 10,000 images), 400 times this
+# bound, so it still catches any.
+PARITY_ACCURACY_RTOL = 2.0**-22
+
 # parity float32, per step from shared weights: before each step tinynn takes torch's current
 # weights, so errors cannot compound; gradients then agree to float32 rounding of a batch sum.
 PARITY_F32_RTOL = 1e-4
