@@ -27,13 +27,10 @@ import tinynn.nn as nn
 import tinynn.nn.functional as F
 from tests.helpers import split_batches
 from tests.strategies import (
-    SPECIAL_STYLES,
-    VALUE_STYLES,
     arrays,
     as_pair,
     assert_matches,
     assert_module_steps_match_torch,
-    dtypes,
     grads,
     int_or_pair,
     layouts,
@@ -46,6 +43,7 @@ from tests.strategies import (
 )
 from tinynn.nn import conv, naive
 from tinynn.nn._geometry import conv_geometry
+from tinynn.testing.strategies import adaptive_pool2d_args, conv2d_args, pool2d_args
 
 # torch warns that it copies the input for 'same' with even kernels; tinynn pads the same way.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
@@ -54,39 +52,14 @@ TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
 
 
 @st.composite
-def images(draw: st.DrawFn, channels: int, height: int, width: int, dtype, styles=VALUE_STYLES) -> np.ndarray:
-    """(N, C, H, W) with N in 0..3, or unbatched (C, H, W), in a drawn memory layout."""
-    batch = draw(st.sampled_from([None, 0, 1, 2, 3]))
-    shape = (channels, height, width) if batch is None else (batch, channels, height, width)
-    return relayout(draw(arrays(shape, dtype, styles)), draw(layouts))
-
-
-@st.composite
 def upstream(draw: st.DrawFn, shape: tuple[int, ...], dtype) -> np.ndarray:
     return relayout(draw(grads(shape, dtype)), draw(layouts))
 
 
 # ---------------------------------------------------------------------------------------- conv2d
-@st.composite
-def conv_cases(draw: st.DrawFn) -> dict:
-    dtype = draw(dtypes)
-    groups = draw(st.integers(1, 3))
-    in_channels, out_channels = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
-    kernel = draw(int_or_pair(1, 3))
-    dilation = draw(int_or_pair(1, 2))
-    padding = draw(st.sampled_from(["same", "valid"]) | int_or_pair(0, 2))
-    stride = 1 if padding == "same" else draw(int_or_pair(1, 3))
-    sides = []
-    for k, d, p in zip(as_pair(kernel), as_pair(dilation), (0, 0) if isinstance(padding, str) else as_pair(padding)):
-        total_pad = d * (k - 1) if padding == "same" else 2 * p
-        sides.append(max(1, d * (k - 1) + 1 - total_pad) + draw(st.integers(0, 3)))  # the kernel fits
-    x = draw(images(in_channels, *sides, dtype))
-    kh, kw = as_pair(kernel)
-    return dict(
-        x=x, weight=draw(arrays((out_channels, in_channels // groups, kh, kw), dtype)),
-        bias=draw(arrays((out_channels,), dtype)) if draw(st.booleans()) else None,
-        kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
-    )
+def conv_cases() -> st.SearchStrategy:
+    """The kit's conv2d arguments (every batch size, layout, padding form and group count torch takes)."""
+    return conv2d_args().map(lambda args: dict(zip(("x", "weight", "bias", "kwargs"), args)))
 
 
 def _torch_conv(case: dict, grad_output: np.ndarray):
@@ -155,37 +128,10 @@ def test_conv2d_module_matches_torch_and_accumulates_grads(first, data, mode):
 
 
 # ---------------------------------------------------------------------------------------- pooling
-@st.composite
-def pool_cases(draw: st.DrawFn, kind: str) -> dict:
-    """kernel/stride/padding(/dilation) valid for torch, an input the windows fit, and the options."""
-    dtype = draw(dtypes)
-    kernel = draw(int_or_pair(1, 3))
-    dilation = draw(int_or_pair(1, 2)) if kind == "max" else 1
-    pads, sides = [], []
-    for k, d in zip(as_pair(kernel), as_pair(dilation)):
-        effective = d * (k - 1) + 1
-        pads.append(draw(st.integers(0, k // 2)))  # torch: at most half the kernel (dilation not counted)
-        sides.append(max(1, effective - 2 * pads[-1]) + draw(st.integers(0, 4)))
-    padding = pads[0] if pads[0] == pads[1] and draw(st.booleans()) else tuple(pads)
-    kwargs = dict(kernel_size=kernel, stride=draw(st.none() | int_or_pair(1, 3)), padding=padding,
-                  ceil_mode=draw(st.booleans()))
-    if kind == "max":
-        kwargs["dilation"] = dilation
-        styles = ("ties", *SPECIAL_STYLES)
-    else:
-        kwargs["count_include_pad"] = draw(st.booleans())
-        kwargs["divisor_override"] = draw(st.none() | st.integers(1, 5))
-        styles = VALUE_STYLES
-    if kind == "max":
-        # A dilated window can fall wholly in the padding; torch then returns an index outside the
-        # input and its backward writes there (heap corruption, seen in torch 2.13): not a reference.
-        stride = as_pair(kwargs["stride"] if kwargs["stride"] is not None else kernel)
-        for size, k, d, p, s in zip(sides, as_pair(kernel), as_pair(dilation), pads, stride):
-            outputs = F.max_pool2d(np.zeros((1, 1, size)), (1, k), (1, s), (0, p), (1, d), kwargs["ceil_mode"])
-            starts = np.arange(outputs.shape[-1]) * s - p
-            assume(all(any(0 <= start + i * d < size for i in range(k)) for start in starts))
-    # "special" (+-inf and NaN among ties): NaN wins a window in torch, -inf never beats a real value.
-    return dict(x=draw(images(draw(st.integers(1, 3)), *sides, dtype, styles)), kwargs=kwargs)
+def pool_cases(kind: str) -> st.SearchStrategy:
+    """The kit's pooling arguments: max-pooling inputs full of ties and of +-inf/NaN (NaN wins a window
+    in torch, -inf never beats a real value), every window holding at least one input element."""
+    return pool2d_args(kind).map(lambda args: dict(x=args[0], kwargs=args[1]))
 
 
 @given(case=pool_cases("max"), data=st.data(), implementation=pool_implementations)
@@ -215,6 +161,13 @@ def _check_max_pool2d(case: dict, data: st.DataObject) -> None:
         assert_matches(module.backward(grad_output), grad_x, "module grad_input")
 
 
+def _avg_term_scale(kwargs: dict) -> float:
+    """Sums of up to kh*kw terms divided by their count, or by divisor_override: the size of the
+    terms relative to the largest value (``magnitude``'s), for ``assert_matches``."""
+    taps = np.prod(as_pair(kwargs["kernel_size"]))
+    return taps / kwargs["divisor_override"] if kwargs["divisor_override"] else 1.0
+
+
 @given(case=pool_cases("avg"), data=st.data(), implementation=pool_implementations)
 def test_avg_pool2d_functional_and_module_match_torch(case, data, implementation):
     with tinynn.textbook(implementation == "textbook"):
@@ -226,9 +179,7 @@ def _check_avg_pool2d(case: dict, data: st.DataObject) -> None:
     output = F.avg_pool2d(x, **kwargs)
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
     expected, (grad_x,) = torch_autograd(lambda t: TF.avg_pool2d(t, **kwargs), [x], grad_output)
-    # Sums of up to kh*kw terms divided by their count, or by divisor_override.
-    taps = np.prod(as_pair(kwargs["kernel_size"]))
-    per_term = taps / kwargs["divisor_override"] if kwargs["divisor_override"] else 1.0
+    per_term = _avg_term_scale(kwargs)
     assert_matches(output, expected, "output", per_term * magnitude(x))
     grad_terms = per_term * magnitude(grad_output)
     assert_matches(F.avg_pool2d_backward(grad_output, x, **kwargs), grad_x, "grad_input", grad_terms)
@@ -237,13 +188,8 @@ def _check_avg_pool2d(case: dict, data: st.DataObject) -> None:
     assert_matches(module.backward(grad_output), grad_x, "module grad_input", grad_terms)
 
 
-@st.composite
-def adaptive_cases(draw: st.DrawFn) -> dict:
-    dtype = draw(dtypes)
-    height, width = draw(st.integers(1, 7)), draw(st.integers(1, 7))
-    side = st.integers(0, 9)  # 0 (an empty output), smaller, equal, larger, rarely a divisor
-    output_size = draw(side | st.tuples(side | st.none(), side | st.none()) | st.lists(side, min_size=2, max_size=2))
-    return dict(x=draw(images(draw(st.integers(1, 3)), height, width, dtype)), output_size=output_size)
+def adaptive_cases() -> st.SearchStrategy:
+    return adaptive_pool2d_args().map(lambda args: dict(x=args[0], output_size=args[1]))
 
 
 @given(case=adaptive_cases(), data=st.data(), implementation=pool_implementations)
@@ -317,8 +263,7 @@ def test_naive_avg_pool2d_loops_match_torch(case, data):
     output = naive.avg_pool2d(x, **kwargs)
     grad_output = data.draw(upstream(output.shape, x.dtype), label="grad_output")
     expected, (grad_x,) = torch_autograd(lambda t: TF.avg_pool2d(t, **kwargs), [x], grad_output)
-    taps = np.prod(as_pair(kwargs["kernel_size"]))
-    per_term = taps / kwargs["divisor_override"] if kwargs["divisor_override"] else 1.0
+    per_term = _avg_term_scale(kwargs)
     assert_matches(output, expected, "output", per_term * magnitude(x))
     assert_matches(naive.avg_pool2d_backward(grad_output, x, **kwargs), grad_x, "grad_input",
                    per_term * magnitude(grad_output))

@@ -104,3 +104,10 @@ def test_naive_col2im_is_the_adjoint_of_naive_im2col():
     grad_input = naive.col2im(grad_cols, x.shape, (3, 2), (2, 1), (1, 1), (1, 2))
     # The same products summed in another order: float64 rounding, as between tinynn and torch.
     assert_close(np.sum(x * grad_input), np.sum(cols * grad_cols), rtol=TORCH_F64_RTOL, name="<x, col2im(c)>")
+
+
+def test_the_example_in_naives_docstring_runs():
+    import doctest
+
+    result = doctest.testmod(naive)
+    assert result.attempted > 0 and result.failed == 0

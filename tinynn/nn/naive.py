@@ -17,11 +17,12 @@ code as the other versions (``_geometry``). Use them to check your own understan
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from tinynn.nn._geometry import conv_geometry, pool_geometry
+from tinynn.nn._geometry import ConvGeometry, conv_geometry, pool_geometry
 from tinynn.nn.pooling import adaptive_bins
 
 
@@ -30,67 +31,60 @@ def _tap(o: int, k: int, stride: int, dilation: int, pad_before: int) -> int:
     return o * stride + k * dilation - pad_before
 
 
+def conv_taps(geometry: ConvGeometry, height: int, width: int) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """Every ``(oh, ow, i, j, h, w)``: output pixel (oh, ow) reads input pixel (h, w) at kernel
+    offset (i, j), with ``h = oh*sh + i*dh - top`` and ``w = ow*sw + j*dw - left``. Taps that fall
+    on the padding read zero, so they are left out."""
+    for oh in range(geometry.out_size[0]):
+        for ow in range(geometry.out_size[1]):
+            for i in range(geometry.kernel[0]):
+                h = _tap(oh, i, geometry.stride[0], geometry.dilation[0], geometry.pads[0])
+                for j in range(geometry.kernel[1]):
+                    w = _tap(ow, j, geometry.stride[1], geometry.dilation[1], geometry.pads[2])
+                    if 0 <= h < height and 0 <= w < width:
+                        yield oh, ow, i, j, h, w
+
+
 # ---------------------------------------------------------------------------------------- conv2d
 def im2col(input: np.ndarray, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> np.ndarray:
-    """``cols[n*Ho*Wo + oh*Wo + ow, c*kh*kw + i*kw + j] = X[n, c, h, w]`` (0 where (h, w) is padding),
-    with ``h = oh*sh + i*dh - top``, ``w = ow*sw + j*dw - left``: each row one output pixel's window."""
+    """``cols[n*Ho*Wo + oh*Wo + ow, c*kh*kw + i*kw + j] = X[n, c, h, w]`` (0 where (h, w) is padding):
+    each row one output pixel's window."""
     batch, channels, height, width = input.shape
     kernel_h, kernel_w = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     geo = conv_geometry(input.shape, (1, channels, kernel_h, kernel_w), stride, padding, dilation, 1)
     cols = np.zeros((batch, *geo.out_size, channels, kernel_h, kernel_w), dtype=input.dtype)
-    for oh in range(geo.out_size[0]):
-        for ow in range(geo.out_size[1]):
-            for i in range(kernel_h):
-                h = _tap(oh, i, geo.stride[0], geo.dilation[0], geo.pads[0])
-                for j in range(kernel_w):
-                    w = _tap(ow, j, geo.stride[1], geo.dilation[1], geo.pads[2])
-                    if 0 <= h < height and 0 <= w < width:
-                        cols[:, oh, ow, :, i, j] = input[:, :, h, w]
+    for oh, ow, i, j, h, w in conv_taps(geo, height, width):
+        cols[:, oh, ow, :, i, j] = input[:, :, h, w]
     return cols.reshape(batch * geo.out_size[0] * geo.out_size[1], channels * kernel_h * kernel_w)
 
 
 def col2im(grad_cols: np.ndarray, input_shape: tuple[int, ...], kernel_size: Any, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1) -> np.ndarray:
     """The adjoint of ``im2col``: ``dX[n, c, h, w] += dcols[n*Ho*Wo + oh*Wo + ow, c*kh*kw + i*kw + j]``
-    for every window tap that read (h, w); taps on the padding are dropped."""
+    for every window tap that read (h, w)."""
     batch, channels, height, width = input_shape
     kernel_h, kernel_w = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     geo = conv_geometry(input_shape, (1, channels, kernel_h, kernel_w), stride, padding, dilation, 1)
     grad = grad_cols.reshape(batch, *geo.out_size, channels, kernel_h, kernel_w)
     grad_input = np.zeros(input_shape, dtype=grad_cols.dtype)
-    for oh in range(geo.out_size[0]):
-        for ow in range(geo.out_size[1]):
-            for i in range(kernel_h):
-                h = _tap(oh, i, geo.stride[0], geo.dilation[0], geo.pads[0])
-                for j in range(kernel_w):
-                    w = _tap(ow, j, geo.stride[1], geo.dilation[1], geo.pads[2])
-                    if 0 <= h < height and 0 <= w < width:
-                        grad_input[:, :, h, w] += grad[:, oh, ow, :, i, j]
+    for oh, ow, i, j, h, w in conv_taps(geo, height, width):
+        grad_input[:, :, h, w] += grad[:, oh, ow, :, i, j]
     return grad_input
 
 
 def conv2d(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1) -> np.ndarray:
-    """``Y[n, o, oh, ow] = b[o] + sum_{c,i,j} W[o, c, i, j] * X[n, g*C/g + c, h, w]``, g the group of o.
-
-    ``h = oh*sh + i*dh - top``, ``w = ow*sw + j*dw - left``; taps outside the input read zero.
-    """
+    """``Y[n, o, oh, ow] = b[o] + sum_{c,i,j} W[o, c, i, j] * X[n, g*C/g + c, h, w]``, g the group of o
+    (see ``conv_taps`` for h and w; taps on the padding read zero)."""
     batch, channels, height, width = input.shape
     geo = conv_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     out_per_group, in_per_group = weight.shape[0] // groups, channels // groups
     output = np.zeros((batch, weight.shape[0], *geo.out_size), dtype=input.dtype)
-    for oh in range(geo.out_size[0]):
-        for ow in range(geo.out_size[1]):
-            for i in range(geo.kernel[0]):
-                h = _tap(oh, i, geo.stride[0], geo.dilation[0], geo.pads[0])
-                for j in range(geo.kernel[1]):
-                    w = _tap(ow, j, geo.stride[1], geo.dilation[1], geo.pads[2])
-                    if not (0 <= h < height and 0 <= w < width):
-                        continue
-                    for g in range(groups):
-                        outs = slice(g * out_per_group, (g + 1) * out_per_group)
-                        ins = slice(g * in_per_group, (g + 1) * in_per_group)
-                        output[:, outs, oh, ow] += input[:, ins, h, w] @ weight[outs, :, i, j].T
+    for oh, ow, i, j, h, w in conv_taps(geo, height, width):
+        for g in range(groups):
+            outs = slice(g * out_per_group, (g + 1) * out_per_group)
+            ins = slice(g * in_per_group, (g + 1) * in_per_group)
+            output[:, outs, oh, ow] += input[:, ins, h, w] @ weight[outs, :, i, j].T
     if bias is not None:
         output += bias[:, None, None]
     return output
@@ -106,19 +100,12 @@ def conv2d_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarr
     geo = conv_geometry(input.shape, weight.shape, stride, padding, dilation, groups)
     out_per_group, in_per_group = weight.shape[0] // groups, channels // groups
     grad_input, grad_weight = np.zeros_like(input), np.zeros_like(weight)
-    for oh in range(geo.out_size[0]):
-        for ow in range(geo.out_size[1]):
-            for i in range(geo.kernel[0]):
-                h = _tap(oh, i, geo.stride[0], geo.dilation[0], geo.pads[0])
-                for j in range(geo.kernel[1]):
-                    w = _tap(ow, j, geo.stride[1], geo.dilation[1], geo.pads[2])
-                    if not (0 <= h < height and 0 <= w < width):
-                        continue
-                    for g in range(groups):
-                        outs = slice(g * out_per_group, (g + 1) * out_per_group)
-                        ins = slice(g * in_per_group, (g + 1) * in_per_group)
-                        grad_input[:, ins, h, w] += grad_output[:, outs, oh, ow] @ weight[outs, :, i, j]
-                        grad_weight[outs, :, i, j] += grad_output[:, outs, oh, ow].T @ input[:, ins, h, w]
+    for oh, ow, i, j, h, w in conv_taps(geo, height, width):
+        for g in range(groups):
+            outs = slice(g * out_per_group, (g + 1) * out_per_group)
+            ins = slice(g * in_per_group, (g + 1) * in_per_group)
+            grad_input[:, ins, h, w] += grad_output[:, outs, oh, ow] @ weight[outs, :, i, j]
+            grad_weight[outs, :, i, j] += grad_output[:, outs, oh, ow].T @ input[:, ins, h, w]
     return grad_input, grad_weight, grad_output.sum(axis=(0, 2, 3))
 
 
