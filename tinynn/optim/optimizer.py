@@ -36,6 +36,20 @@ def _to_python_scalar(value: Any) -> Any:
     return value
 
 
+def _advance_step(state: dict[str, Any]) -> float:
+    """torch's ``state["step"] += 1`` on the per-parameter step count; returns the new count.
+
+    The count is a 0-d float32 array, as torch keeps a 0-d float32 tensor (so it round-trips torch's
+    state_dict, and counts in float32 as torch does); a plain number is turned into one first, as
+    torch's ``__setstate__`` does.
+    """
+    step = state["step"]
+    if not isinstance(step, np.ndarray):
+        step = state["step"] = np.array(float(step), dtype=np.float32)
+    step += 1
+    return float(step)
+
+
 class Optimizer:
     """Base class of all optimizers (``torch.optim.Optimizer``).
 
@@ -64,11 +78,11 @@ class Optimizer:
             self.add_param_group(param_group)
 
     def __repr__(self) -> str:
-        lines = [f"{type(self).__name__} ("]
+        text = f"{type(self).__name__} ("  # torch's layout, a blank line between groups included
         for index, group in enumerate(self.param_groups):
-            lines.append(f"Parameter Group {index}")
-            lines += [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"]
-        return "\n".join(lines) + "\n)"
+            text += f"\nParameter Group {index}\n"
+            text += "".join(f"    {key}: {group[key]}\n" for key in sorted(group) if key != "params")
+        return text + ")"
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -142,6 +156,28 @@ class Optimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; subclasses implement the rule."""
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
+
+    def _check_grad_shapes(self) -> None:
+        """Refuse a gradient whose shape is not its parameter's (before any parameter is updated)."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None and param.grad.shape != param.data.shape:
+                    raise RuntimeError(
+                        f"{type(self).__name__}.step: a gradient of shape {param.grad.shape} was found for a "
+                        f"parameter of shape {param.data.shape}"
+                    )
+
+    def _refuse_other_implementations(self) -> None:
+        """torch's switches to its other implementations (``foreach``, ``capturable``,
+        ``differentiable``, ``fused``) exist here only so that torch's state_dicts load; a true one
+        is refused, since tinynn runs torch's single-tensor loop alone."""
+        for group in self.param_groups:
+            for flag in ("foreach", "capturable", "differentiable", "fused"):
+                if group.get(flag):
+                    raise NotImplementedError(
+                        f"{type(self).__name__}: {flag}=True is not implemented in tinynn, which runs torch's "
+                        f"single-tensor loop; pass {flag}=None or False"
+                    )
 
     # ------------------------------------------------------------------ state_dict
     def state_dict(self) -> dict[str, Any]:
