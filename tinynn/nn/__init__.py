@@ -1,6 +1,6 @@
 """tinynn.nn: layers with hand-written backward passes, named as in ``torch.nn``."""
 
-from tinynn.nn import functional, init
+from tinynn.nn import functional, init, utils
 from tinynn.nn.activation import LogSoftmax, ReLU, Softmax
 from tinynn.nn.container import Lambda, Sequential
 from tinynn.nn.conv import Conv2d
@@ -14,5 +14,5 @@ from tinynn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Flatten", "Identity", "Lambda",
     "Linear", "LogSoftmax", "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "Sequential",
-    "Softmax", "functional", "init",
+    "Softmax", "functional", "init", "utils",
 ]
