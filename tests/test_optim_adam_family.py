@@ -311,3 +311,33 @@ def test_step_leaves_grad_alone_evaluates_the_closure_once_and_refuses_a_wrong_g
         optimizer.step()
     for param, value in zip(ours, before):
         np.testing.assert_array_equal(param.data, value)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_the_engines_adam_step_split_across_threads_equals_the_textbook_bit_for_bit(monkeypatch, name, amsgrad):
+    import tinynn
+    from tinynn._engine import optim as engine_optim
+    from tinynn._engine import parallel
+
+    # Small arrays split into 3 parts here, as large ones are (one part per PART_ELEMENTS).
+    monkeypatch.setattr(engine_optim, "PART_ELEMENTS", 7)
+    monkeypatch.setattr(parallel, "_num_threads", 3)
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(shape).astype(np.float32) for shape in [(5, 9), (40,), (3,)]]
+    grads = [[rng.standard_normal(w.shape).astype(np.float32) for w in start] for _ in range(4)]
+    results = {}
+    for textbook in (False, True):
+        params = [tinynn.nn.Parameter(w.copy()) for w in start]
+        opt = getattr(tinynn.optim, name)(params, lr=0.01, weight_decay=0.1, amsgrad=amsgrad, maximize=True)
+        with tinynn.textbook(textbook):
+            for step_grads in grads:
+                for param, grad in zip(params, step_grads):
+                    param.grad = grad.copy()
+                opt.step()
+        results[textbook] = ([p.data for p in params], [dict(opt.state[p]) for p in params])
+    for engine_param, textbook_param in zip(results[False][0], results[True][0]):
+        np.testing.assert_array_equal(engine_param, textbook_param, strict=True)
+    for engine_state, textbook_state in zip(results[False][1], results[True][1]):
+        for key in textbook_state:
+            np.testing.assert_array_equal(engine_state[key], textbook_state[key], strict=True)

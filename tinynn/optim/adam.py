@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tinynn._grad_mode import enable_grad
+from tinynn._textbook import is_textbook
 from tinynn.optim.optimizer import Optimizer, _advance_step, _is_torch_tensor, _to_python_scalar
 
 
@@ -142,6 +143,11 @@ class Adam(Optimizer):
                 loss = closure()
         self._refuse_other_implementations()
         self._check_grad_shapes()
+        update = adam_update
+        if not is_textbook():  # ENGINE DISPATCH: the same update, a large array split across the cores
+            from tinynn._engine.optim import split_across_cores
+
+            update = split_across_cores(adam_update)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             # float(): a np.float64 or tensor hyper-parameter would upcast float32 params.
@@ -160,6 +166,6 @@ class Adam(Optimizer):
                     if hyper["amsgrad"]:
                         state["max_exp_avg_sq"] = np.zeros_like(param.data)
                 step = _advance_step(state)
-                adam_update(param.data, param.grad, state["exp_avg"], state["exp_avg_sq"],
-                            state["max_exp_avg_sq"] if hyper["amsgrad"] else None, step=step, **hyper)
+                update(param.data, param.grad, state["exp_avg"], state["exp_avg_sq"],
+                       state["max_exp_avg_sq"] if hyper["amsgrad"] else None, step=step, **hyper)
         return loss
