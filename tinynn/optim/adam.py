@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from tinynn._grad_mode import enable_grad
 from tinynn._textbook import is_textbook
 from tinynn.optim.optimizer import Optimizer, _advance_step, _is_torch_tensor, _to_python_scalar
 
@@ -137,12 +136,7 @@ class Adam(Optimizer):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter with a gradient; returns ``closure()`` (re-evaluated loss) if given."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        self._refuse_other_implementations()
-        self._check_grad_shapes()
+        loss = self._start_step(closure)
         update = adam_update
         if not is_textbook():  # ENGINE DISPATCH: the same update, a large array split across the cores
             from tinynn._engine.optim import split_across_cores

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tinynn._grad_mode import enable_grad
 from tinynn.nn.parameter import Parameter
 
 
@@ -156,6 +157,18 @@ class Optimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; subclasses implement the rule."""
         raise NotImplementedError(f"{type(self).__name__} does not implement step()")
+
+    def _start_step(self, closure: Callable[[], Any] | None) -> Any:
+        """What a step does before any update, as torch's do: ``closure()`` re-evaluated with grad
+        mode on (its loss is returned, else None), torch's other implementations refused, and every
+        gradient's shape checked (so that nothing is updated when one is wrong)."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        self._refuse_other_implementations()
+        self._check_grad_shapes()
+        return loss
 
     def _check_grad_shapes(self) -> None:
         """Refuse a gradient whose shape is not its parameter's (before any parameter is updated)."""

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from tinynn._grad_mode import enable_grad
 from tinynn.optim.adam import lerp
 from tinynn.optim.optimizer import Optimizer, _advance_step, _is_torch_tensor
 
@@ -87,12 +86,7 @@ class RMSprop(Optimizer):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter with a gradient; returns ``closure()`` (re-evaluated loss) if given."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        self._refuse_other_implementations()
-        self._check_grad_shapes()
+        loss = self._start_step(closure)
         for group in self.param_groups:
             # float(): a np.float64 or tensor hyper-parameter would upcast float32 params.
             hyper = {"lr": float(group["lr"]), "alpha": float(group["alpha"]), "eps": float(group["eps"]),
