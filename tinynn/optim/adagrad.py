@@ -65,12 +65,7 @@ class Adagrad(Optimizer):
                     "initial_accumulator_value": initial_accumulator_value, "foreach": foreach,
                     "maximize": maximize, "differentiable": differentiable, "fused": fused}
         super().__init__(params, defaults)
-        if fused:
-            if differentiable:
-                raise RuntimeError("`fused` does not support `differentiable`")
-            if foreach:
-                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        self._refuse_other_implementations()
+        self._refuse_other_implementations(fused=fused, foreach=foreach, differentiable=differentiable)
         for group in self.param_groups:
             for param in group["params"]:
                 self._init_state(param)

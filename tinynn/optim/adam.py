@@ -127,12 +127,7 @@ class Adam(Optimizer):
                     "differentiable": differentiable, "fused": fused,
                     "decoupled_weight_decay": decoupled_weight_decay}
         super().__init__(params, defaults)
-        if fused:
-            if differentiable:
-                raise RuntimeError("`fused` does not support `differentiable`")
-            if foreach:
-                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        self._refuse_other_implementations()
+        self._refuse_other_implementations(fused=fused, foreach=foreach, differentiable=differentiable)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter with a gradient; returns ``closure()`` (re-evaluated loss) if given."""

@@ -180,10 +180,17 @@ class Optimizer:
                         f"parameter of shape {param.data.shape}"
                     )
 
-    def _refuse_other_implementations(self) -> None:
+    def _refuse_other_implementations(self, fused: bool | None = None, foreach: bool | None = None,
+                                      differentiable: bool = False) -> None:
         """torch's switches to its other implementations (``foreach``, ``capturable``,
         ``differentiable``, ``fused``) exist here only so that torch's state_dicts load; a true one
-        is refused, since tinynn runs torch's single-tensor loop alone."""
+        is refused, since tinynn runs torch's single-tensor loop alone. Given the constructor's
+        flags, first torch's own refusals of ``fused`` with the others, in its words."""
+        if fused:
+            if differentiable:
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if foreach:
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         for group in self.param_groups:
             for flag in ("foreach", "capturable", "differentiable", "fused"):
                 if group.get(flag):
