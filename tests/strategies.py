@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import strategies as st
 
 from tinynn.testing.compare import assert_close
 from tinynn.testing.strategies import (  # noqa: F401 - re-exported for the property tests
@@ -171,3 +172,20 @@ def assert_grads_match(module: Any, torch_module: torch.nn.Module, prefix: str =
     for name, param in module.named_parameters():
         size = terms[name] if isinstance(terms, dict) else terms
         assert_matches(param.grad, expected[name].grad, f"{prefix}{name}.grad", size)
+
+
+@st.composite
+def optimizer_steps(draw: st.DrawFn, shapes: Sequence[tuple[int, ...]], dtype: Any,
+                    max_steps: int) -> list[tuple[str, list[np.ndarray | None]]]:
+    """1 to ``max_steps`` optimizer steps as ``(action, grads)``: fresh gradients (random, zeros or
+    None per parameter of ``shapes``), or ``zero_grad()`` (to zeros or to None) on the last ones."""
+    steps = []
+    for _ in range(draw(st.integers(1, max_steps))):
+        action = draw(st.sampled_from(["grads", "grads", "grads", "zero_grad", "zero_grad_to_none"]))
+        step_grads = []
+        for shape in shapes:
+            how = draw(st.sampled_from(["random", "random", "random", "zeros", "none"]))
+            step_grads.append(None if how == "none" else np.zeros(shape, dtype) if how == "zeros"
+                              else draw(grads(shape, dtype)))
+        steps.append((action, step_grads))
+    return steps

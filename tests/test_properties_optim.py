@@ -29,8 +29,8 @@ import tinynn.optim as optim
 from tests.strategies import (
     arrays,
     dtypes,
-    grads,
     one_torch_thread,  # noqa: F401 - an autouse fixture
+    optimizer_steps,
     sizes,
     to_torch,
 )
@@ -95,16 +95,7 @@ OTHER = {
 def cases(draw: st.DrawFn, kind: str) -> dict:
     dtype = draw(dtypes)
     shapes = draw(st.lists(sizes(max_ndim=2, max_side=4), min_size=1, max_size=3))
-    steps = []
-    for _ in range(draw(st.integers(1, 6))):
-        # Per step: fresh grads (random, zeros or None per parameter), or zero_grad() on the last ones.
-        action = draw(st.sampled_from(["grads", "grads", "grads", "zero_grad", "zero_grad_to_none"]))
-        step_grads = []
-        for shape in shapes:
-            how = draw(st.sampled_from(["random", "random", "random", "zeros", "none"]))
-            step_grads.append(None if how == "none" else np.zeros(shape, dtype) if how == "zeros"
-                              else draw(grads(shape, dtype)))
-        steps.append((action, step_grads))
+    steps = draw(optimizer_steps(shapes, dtype, max_steps=6))
     return dict(
         dtype=dtype, params=[draw(arrays(shape, dtype)) for shape in shapes],
         groups=[draw(GROUPS[kind](kind)) for _ in range(draw(st.integers(1, len(shapes))))], steps=steps,

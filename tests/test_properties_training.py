@@ -25,6 +25,7 @@ from tests.strategies import (
     grads,
     magnitude,
     one_torch_thread,  # noqa: F401 - an autouse fixture
+    optimizer_steps,
     reference_device,
     sizes,
     to_torch,
@@ -52,16 +53,7 @@ def sgd_cases(draw: st.DrawFn) -> dict:
     dtype = draw(dtypes)
     shapes = draw(st.lists(sizes(max_ndim=2, max_side=4), min_size=1, max_size=3))
     n_groups = draw(st.integers(1, len(shapes)))
-    steps = []
-    for _ in range(draw(st.integers(1, 5))):
-        # Per step: fresh grads (random, zeros or None per parameter), or zero_grad() on the last ones.
-        action = draw(st.sampled_from(["grads", "grads", "grads", "zero_grad", "zero_grad_to_none"]))
-        step_grads = []
-        for shape in shapes:
-            kind = draw(st.sampled_from(["random", "random", "random", "zeros", "none"]))
-            step_grads.append(None if kind == "none" else np.zeros(shape, dtype) if kind == "zeros"
-                              else draw(grads(shape, dtype)))
-        steps.append((action, step_grads))
+    steps = draw(optimizer_steps(shapes, dtype, max_steps=5))
     return dict(
         params=[draw(arrays(shape, dtype)) for shape in shapes], groups=[draw(sgd_groups()) for _ in range(n_groups)],
         steps=steps, reload_at=draw(st.integers(0, len(steps))),
