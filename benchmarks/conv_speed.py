@@ -326,12 +326,25 @@ def run(quick: bool = False, settle_s: float = 0.25, memory: bool = True, textbo
     return results
 
 
-def _ratios(timing: dict[str, Any]) -> str:
-    probe = timing.get("core_probe", {})
-    return (f"time ratio tinynn/torch {timing['ratio']:.2f} (rounds {timing['ratio_min']:.2f}-"
+def ratio_text(timing: dict[str, Any]) -> str:
+    """One timing's ratios and page faults as the reports print them (and the core probe's answers,
+    where it was asked)."""
+    text = (f"time ratio tinynn/torch {timing['ratio']:.2f} (rounds {timing['ratio_min']:.2f}-"
             f"{timing['ratio_max']:.2f}); ratio of the best blocks {timing['ratio_of_best']:.2f}; page faults per "
-            f"step {timing['tinynn_faults_per_step']:.0f} vs {timing['torch_faults_per_step']:.0f}; core probe "
-            f"chose one BLAS thread {probe.get('one_thread', 0)} of {sum(probe.values())} times")
+            f"step {timing['tinynn_faults_per_step']:.0f} vs {timing['torch_faults_per_step']:.0f}")
+    if "core_probe" in timing:
+        probe = timing["core_probe"]
+        text += f"; core probe chose one BLAS thread {probe.get('one_thread', 0)} of {sum(probe.values())} times"
+    return text
+
+
+def allocator_heading(results: dict[str, Any], allocator: str) -> str:
+    """The line that opens one allocator's timings in a report."""
+    if allocator == "default":
+        return "glibc malloc as it comes (adaptive thresholds):"
+    if results["malloc"]["steady_malloc"]:
+        return "glibc malloc thresholds fixed (environment.steady_malloc):"
+    return "steady_malloc unavailable here: the allocator was left as it comes:"
 
 
 def report(results: dict[str, Any]) -> str:
@@ -341,23 +354,18 @@ def report(results: dict[str, Any]) -> str:
              f"torch {blas['torch']} ({blas['torch_threads']} threads), {blas['cpus']} CPUs; load average "
              f"{results['load_average_before']:.1f} before the timings, {results['load_average_after']:.1f} after"]
     for allocator in ALLOCATORS:
-        if allocator == "default":
-            lines.append("glibc malloc as it comes (adaptive thresholds):")
-        elif results["malloc"]["steady_malloc"]:
-            lines.append("glibc malloc thresholds fixed (environment.steady_malloc):")
-        else:
-            lines.append("steady_malloc unavailable here: the allocator was left as it comes:")
+        lines.append(allocator_heading(results, allocator))
         step, wide = results[allocator]["tutorial_step"], results[allocator]["wide_conv"]
         lines.append(f"  W2 tutorial CNN train step: tinynn {1 / step['tinynn_s']:.0f} steps/s, torch "
-                     f"{1 / step['torch_s']:.0f} steps/s, {_ratios(step)}")
+                     f"{1 / step['torch_s']:.0f} steps/s, {ratio_text(step)}")
         lines.append(f"  W3 wide conv fwd+bwd: tinynn {wide['tinynn_s'] * 1e3:.1f} ms, torch "
-                     f"{wide['torch_s'] * 1e3:.1f} ms, {_ratios(wide)}")
+                     f"{wide['torch_s'] * 1e3:.1f} ms, {ratio_text(wide)}")
         if "tutorial_step_textbook" in results[allocator]:
             step, wide = results[allocator]["tutorial_step_textbook"], results[allocator]["wide_conv_textbook"]
             lines.append(f"  W2 in textbook mode: tinynn {1 / step['tinynn_s']:.0f} steps/s, torch "
-                         f"{1 / step['torch_s']:.0f} steps/s, {_ratios(step)}")
+                         f"{1 / step['torch_s']:.0f} steps/s, {ratio_text(step)}")
             lines.append(f"  W3 in textbook mode: tinynn {wide['tinynn_s'] * 1e3:.1f} ms, torch "
-                         f"{wide['torch_s'] * 1e3:.1f} ms, {_ratios(wide)}")
+                         f"{wide['torch_s'] * 1e3:.1f} ms, {ratio_text(wide)}")
     for name, memory in results.get("epoch_memory", {}).items():
         lines.append(f"epoch peak RSS growth {name}: {memory['growth_mib']:.1f} MiB "
                      f"(baseline {memory['baseline_mib']:.0f} MiB, epoch {memory['epoch_s']:.1f} s)")

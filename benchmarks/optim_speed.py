@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.conv_speed import ALLOCATORS, blas_info, compare, tutorial_cnn_tinynn
+from benchmarks.conv_speed import ALLOCATORS, allocator_heading, blas_info, compare, ratio_text, tutorial_cnn_tinynn
 
 Step = Callable[[], Any]
 Shapes = Sequence[tuple[int, ...]]
@@ -150,10 +150,7 @@ def _run(quick: bool, settle_s: float, shapes: dict[str, Shapes], profile: bool,
 
 def _line(name: str, foreach: bool, timing: dict[str, Any]) -> str:
     return (f"  {name}, torch foreach={foreach}: tinynn {timing['tinynn_s'] * 1e3:.3f} ms, torch "
-            f"{timing['torch_s'] * 1e3:.3f} ms per step; time ratio tinynn/torch {timing['ratio']:.2f} (rounds "
-            f"{timing['ratio_min']:.2f}-{timing['ratio_max']:.2f}); ratio of the best blocks "
-            f"{timing['ratio_of_best']:.2f}; page faults per step {timing['tinynn_faults_per_step']:.0f} vs "
-            f"{timing['torch_faults_per_step']:.0f}")
+            f"{timing['torch_s'] * 1e3:.3f} ms per step; {ratio_text(timing)}")
 
 
 def report(results: dict[str, Any]) -> str:
@@ -164,12 +161,7 @@ def report(results: dict[str, Any]) -> str:
              f"({blas['torch_threads']} threads), {blas['cpus']} CPUs; load average "
              f"{results['load_average_before']:.1f} before the timings, {results['load_average_after']:.1f} after"]
     for allocator in ALLOCATORS:
-        if allocator == "default":
-            lines.append("glibc malloc as it comes (adaptive thresholds):")
-        elif results["malloc"]["steady_malloc"]:
-            lines.append("glibc malloc thresholds fixed (environment.steady_malloc):")
-        else:
-            lines.append("steady_malloc unavailable here: the allocator was left as it comes:")
+        lines.append(allocator_heading(results, allocator))
         for key, timing in results[allocator].items():
             name, foreach = key.rsplit("_foreach_", 1)
             lines.append(_line(name, foreach == "True", timing))
