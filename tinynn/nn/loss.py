@@ -378,7 +378,8 @@ class NLLLoss(Module):
 
     def __init__(self, weight: np.ndarray | None = None, *, ignore_index: int = -100, reduction: str = "mean") -> None:
         super().__init__()
-        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
+        self.register_buffer("weight", weight)  # as torch's _WeightedLoss: in state_dict, cast by .to()
+        self.ignore_index, self.reduction = ignore_index, reduction
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> np.ndarray:
         _check_common("nll_loss", input, target, self.weight, self.reduction)
@@ -398,7 +399,8 @@ class CrossEntropyLoss(Module):
     def __init__(self, weight: np.ndarray | None = None, *, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0) -> None:
         super().__init__()
-        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
+        self.register_buffer("weight", weight)  # as torch's _WeightedLoss: in state_dict, cast by .to()
+        self.ignore_index, self.reduction = ignore_index, reduction
         self.label_smoothing = label_smoothing
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -22,29 +22,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from tinynn._dtype import as_float_dtype
 from tinynn._grad_mode import is_grad_enabled
+from tinynn.nn._state_dict import IncompatibleKeys, load_state_dict, state_items
 from tinynn.nn.parameter import Parameter
 
 _KEPT_NOTHING = object()  # marks "the last forward ran under no_grad"
-
-
-class _IncompatibleKeys(NamedTuple):
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-
-
-def _as_numpy(value: Any) -> np.ndarray:
-    """An ndarray from an ndarray, a Parameter or a (CPU or CUDA) torch tensor."""
-    if isinstance(value, Parameter):
-        return value.data
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 class Module:
@@ -54,6 +41,8 @@ class Module:
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers_set", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_saved", None)
@@ -93,16 +82,21 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         params = self.__dict__.get("_parameters")
         modules = self.__dict__.get("_modules")
+        buffers = self.__dict__.get("_buffers")
         if isinstance(value, (Parameter, Module)) and params is None:
             raise AttributeError("cannot assign parameters or modules before Module.__init__() call")
         if isinstance(value, Parameter):
-            self.__dict__.pop(name, None)
-            modules.pop(name, None)
+            self._forget(name, keep=params)
             params[name] = value
         elif isinstance(value, Module):
-            self.__dict__.pop(name, None)
-            params.pop(name, None)
+            self._forget(name, keep=modules)
             modules[name] = value
+        elif buffers is not None and name in buffers:
+            if value is not None and not isinstance(value, np.ndarray):
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as buffer '{name}' (np.ndarray or None expected)"
+                )
+            buffers[name] = value
         elif params is not None and name in params:
             if value is not None:
                 raise TypeError(
@@ -121,21 +115,58 @@ class Module:
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached when normal lookup fails: parameters and children live in their dicts.
+        # Only reached when normal lookup fails: parameters, buffers and children live in their dicts.
         d = self.__dict__
-        if "_parameters" in d and name in d["_parameters"]:
-            return d["_parameters"][name]
-        if "_modules" in d and name in d["_modules"]:
-            return d["_modules"][name]
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name: str) -> None:
         if name in self._parameters:
             del self._parameters[name]
+        elif name in self._buffers:
+            del self._buffers[name]
+            self._non_persistent_buffers_set.discard(name)
         elif name in self._modules:
             del self._modules[name]
         else:
             object.__delattr__(self, name)
+
+    def _forget(self, name: str, keep: dict) -> None:
+        """Drop ``name`` from the stores other than ``keep``, before it is registered there (an
+        entry replaced in its own store keeps its place in the order, as in torch)."""
+        self.__dict__.pop(name, None)
+        for store in (self._parameters, self._buffers, self._modules):
+            if store is not keep:
+                store.pop(name, None)
+        self._non_persistent_buffers_set.discard(name)
+
+    def register_buffer(self, name: str, tensor: np.ndarray | None, persistent: bool = True) -> None:
+        """Keep an array that is state but not a parameter (BatchNorm's ``running_mean``).
+
+        Buffers get no gradient and no optimizer step; they follow ``.to(dtype)`` (floating ones
+        only) and, when ``persistent``, appear in ``state_dict`` after the module's parameters.
+        """
+        if "_buffers" not in self.__dict__:
+            raise AttributeError("cannot assign buffer before Module.__init__() call")
+        if not isinstance(name, str):
+            raise TypeError(f"buffer name should be a string. Got {type(name).__name__}")
+        if "." in name:
+            raise KeyError('buffer name can\'t contain "."')
+        if name == "":
+            raise KeyError('buffer name can\'t be empty string ""')
+        if hasattr(self, name) and name not in self._buffers:
+            raise KeyError(f"attribute '{name}' already exists")
+        if tensor is not None and not isinstance(tensor, np.ndarray):
+            raise TypeError(
+                f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' (np.ndarray or None required)"
+            )
+        self._buffers[name] = tensor
+        if persistent:
+            self._non_persistent_buffers_set.discard(name)
+        else:
+            self._non_persistent_buffers_set.add(name)
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         if param is not None and not isinstance(param, Parameter):
@@ -198,6 +229,24 @@ class Module:
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
+    def named_buffers(self, prefix: str = "", recurse: bool = True,
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+        """(dotted name, array) for every buffer that is not None, as ``named_parameters``."""
+        seen: set[int] = set()
+        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse
+                   else iter([(prefix, self)]))
+        for module_prefix, module in modules:
+            for name, buffer in module._buffers.items():
+                if buffer is None or id(buffer) in seen:
+                    continue
+                if remove_duplicate:
+                    seen.add(id(buffer))
+                yield (f"{module_prefix}.{name}" if module_prefix else name), buffer
+
+    def buffers(self, recurse: bool = True) -> Iterator[np.ndarray]:
+        for _, buffer in self.named_buffers(recurse=recurse):
+            yield buffer
+
     def get_submodule(self, target: str) -> Module:
         """The submodule at the dotted path ``target`` (``""`` is self), as ``named_modules`` names it."""
         module: Module = self
@@ -209,6 +258,15 @@ class Module:
         """The parameter at the dotted path ``target``, as ``named_parameters`` names it."""
         module_path, _, name = target.rpartition(".")
         return _lookup(self.get_submodule(module_path), name, Parameter, "nn.Parameter")
+
+    def get_buffer(self, target: str) -> np.ndarray:
+        """The buffer at the dotted path ``target``, as ``named_buffers`` names it."""
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if name not in module._buffers:
+            raise AttributeError(f"`{name}` is not a buffer" if hasattr(module, name)
+                                 else f"{type(module).__name__} has no attribute `{name}`")
+        return module._buffers[name]
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         """Set every parameter's ``requires_grad``; ``False`` freezes them: backward adds no grad."""
@@ -224,45 +282,15 @@ class Module:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Parameter arrays by torch's dotted names (``0.weight``); the arrays are shared, not copied.
+        """Parameter and persistent buffer arrays by torch's dotted names (``0.weight``,
+        ``1.running_mean``), in torch's order; the arrays are shared, not copied."""
+        return OrderedDict(state_items(self))
 
-        As in torch, a parameter shared by several modules is listed under each of its names.
-        """
-        return OrderedDict((name, param.data) for name, param in self.named_parameters(remove_duplicate=False))
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> _IncompatibleKeys:
-        """Copy values into the existing parameter arrays (keeping their dtype).
-
-        Values may be ndarrays or torch tensors. Shape mismatches are always errors; missing and
-        unexpected keys are errors when ``strict``. Everything is checked before anything is
-        written, so a failed load leaves the module unchanged.
-        """
-        own = dict(self.named_parameters(remove_duplicate=False))  # every name a shared one has, as torch
-        missing = [key for key in own if key not in state_dict]
-        unexpected = [key for key in state_dict if key not in own]
-        errors = []
-        if strict and unexpected:
-            errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
-        if strict and missing:
-            errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
-        values = {}
-        for key, param in own.items():
-            if key not in state_dict:
-                continue
-            value = _as_numpy(state_dict[key])
-            if value.shape != param.shape:
-                errors.append(
-                    f"size mismatch for {key}: copying a param with shape {value.shape} from checkpoint, "
-                    f"the shape in current model is {param.shape}."
-                )
-            values[key] = value
-        if errors:
-            raise RuntimeError(
-                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
-            )
-        for key, value in values.items():
-            np.copyto(own[key].data, value, casting="unsafe")
-        return _IncompatibleKeys(missing, unexpected)
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy values (ndarrays or torch tensors) into the existing parameter and buffer arrays,
+        keeping their dtype; torch's errors for missing, unexpected and mis-shaped entries, and
+        nothing written unless everything fits (see ``tinynn/nn/_state_dict.py``)."""
+        return load_state_dict(self, state_dict, strict)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for param in self.parameters():
@@ -283,8 +311,9 @@ class Module:
 
     def to(self, *args: Any, **kwargs: Any) -> Module:
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` (or by keyword), as in torch: casts
-        every parameter (and its grad) to a floating ``dtype``. tinynn runs on the CPU only, so the
-        device may only be the CPU (``"cpu"``, ``torch.device("cpu")``), which changes nothing."""
+        every parameter (and its grad) and every floating buffer to a floating ``dtype``. tinynn
+        runs on the CPU only, so the device may only be the CPU (``"cpu"``, ``torch.device("cpu")``),
+        which changes nothing."""
         device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
         kwargs.pop("non_blocking", None)
         if kwargs:
@@ -302,6 +331,10 @@ class Module:
             param.data = param.data.astype(target, copy=False)
             if param.grad is not None:
                 param.grad = param.grad.astype(target, copy=False)
+        for module in self.modules() if target is not None else ():
+            for name, buffer in module._buffers.items():
+                if buffer is not None and buffer.dtype.kind == "f":  # counters stay integers, as in torch
+                    module._buffers[name] = buffer.astype(target, copy=False)
         return self
 
     def cpu(self) -> Module:

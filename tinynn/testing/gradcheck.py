@@ -114,9 +114,11 @@ def gradcheck(module: Any, *inputs: Any, grad_output: Any = None, eps: float = G
 
     Raises AssertionError naming the gradient (``input 0``, ``parameter 'weight'``), the worst
     index and both values. Afterwards every parameter's ``.data`` and ``.grad`` are the very
-    arrays they were (a ``.grad`` of None stays None), and each submodule's train/eval mode is
-    as it was, also when the check fails. The forward runs 2 * (number of checked entries) + 1
-    times, so keep the inputs and layers small. A stochastic module (dropout in training mode)
+    arrays they were (a ``.grad`` of None stays None), each buffer is the very array it was with
+    the values it had (the check runs on float64 copies, so BatchNorm's running statistics are
+    not moved), and each submodule's train/eval mode is as it was, also when the check fails.
+    The forward runs 2 * (number of checked entries) + 1 times, so keep the inputs and layers
+    small. A stochastic module (dropout in training mode)
     must be checked in eval mode or with its randomness fixed.
     """
     params = [(name, param) for name, param in module.named_parameters() if getattr(param, "requires_grad", True)]
@@ -125,11 +127,17 @@ def gradcheck(module: Any, *inputs: Any, grad_output: Any = None, eps: float = G
     submodules = list(module.modules())
     saved_modes = [(sub, sub.training) for sub in submodules]
     saved_state = [(sub, sub.__dict__.get("_saved")) for sub in submodules]
+    saved_buffers = [(sub, dict(sub._buffers)) for sub in submodules]
     try:
         with enable_grad():
             for param in all_params:
                 param.data = np.array(param.data, dtype=np.float64, copy=True)
                 param.grad = None  # so backward writes fresh arrays, never into the caller's .grad
+            for sub in submodules:  # a training BatchNorm updates its running statistics at every forward
+                for name, buffer in sub._buffers.items():
+                    if buffer is not None:
+                        sub._buffers[name] = np.array(buffer, dtype=np.float64 if buffer.dtype.kind == "f"
+                                                      else buffer.dtype, copy=True)
             point = [np.array(x, dtype=np.float64, copy=True) if _is_float(x) else x for x in inputs]
             output = module(*point)
             upstream = (default_grad_output(np.asarray(output, dtype=np.float64)) if grad_output is None
@@ -167,6 +175,8 @@ def gradcheck(module: Any, *inputs: Any, grad_output: Any = None, eps: float = G
             object.__setattr__(sub, "training", mode)
         for sub, saved in saved_state:
             object.__setattr__(sub, "_saved", saved)
+        for sub, buffers in saved_buffers:
+            sub._buffers.update(buffers)
     return True
 
 
