@@ -313,23 +313,32 @@ def test_step_leaves_grad_alone_evaluates_the_closure_once_and_refuses_a_wrong_g
         np.testing.assert_array_equal(param.data, value)
 
 
+@pytest.mark.parametrize("options", [
+    {"weight_decay": 0.1, "maximize": True},
+    {"weight_decay": 0.0, "maximize": False},
+    {"weight_decay": 0.1, "maximize": False, "betas": (0.3, 0.9)},  # lerp weight 0.7: lerp's other form
+])
 @pytest.mark.parametrize("amsgrad", [False, True])
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
-def test_the_engines_adam_step_split_across_threads_equals_the_textbook_bit_for_bit(monkeypatch, name, amsgrad):
+def test_the_engines_adam_step_in_blocks_and_threads_equals_the_textbook_bit_for_bit(monkeypatch, name, amsgrad,
+                                                                                     options):
     import tinynn
     from tinynn._engine import optim as engine_optim
     from tinynn._engine import parallel
 
-    # Small arrays split into 3 parts here, as large ones are (one part per PART_ELEMENTS).
+    # Small arrays split into 3 parts and blocks of 4 here, as large ones are (one part per
+    # PART_ELEMENTS, blocks of BLOCK_ELEMENTS); (3,) stays whole, a transposed (9, 5) is not contiguous.
     monkeypatch.setattr(engine_optim, "PART_ELEMENTS", 7)
+    monkeypatch.setattr(engine_optim, "BLOCK_ELEMENTS", 4)
     monkeypatch.setattr(parallel, "_num_threads", 3)
     rng = np.random.default_rng(0)
     start = [rng.standard_normal(shape).astype(np.float32) for shape in [(5, 9), (40,), (3,)]]
+    start.append(rng.standard_normal((5, 9)).astype(np.float32).T)
     grads = [[rng.standard_normal(w.shape).astype(np.float32) for w in start] for _ in range(4)]
     results = {}
     for textbook in (False, True):
-        params = [tinynn.nn.Parameter(w.copy()) for w in start]
-        opt = getattr(tinynn.optim, name)(params, lr=0.01, weight_decay=0.1, amsgrad=amsgrad, maximize=True)
+        params = [tinynn.nn.Parameter(w.copy(order="K")) for w in start]
+        opt = getattr(tinynn.optim, name)(params, lr=0.01, amsgrad=amsgrad, **options)
         with tinynn.textbook(textbook):
             for step_grads in grads:
                 for param, grad in zip(params, step_grads):

@@ -133,10 +133,10 @@ class Adam(Optimizer):
         """Update every parameter with a gradient; returns ``closure()`` (re-evaluated loss) if given."""
         loss = self._start_step(closure)
         update = adam_update
-        if not is_textbook():  # ENGINE DISPATCH: the same update, a large array split across the cores
-            from tinynn._engine.optim import split_across_cores
+        if not is_textbook():  # ENGINE DISPATCH: the same update in cache-sized blocks, split across the cores
+            from tinynn._engine.optim import adam_update_in_blocks, split_across_cores
 
-            update = split_across_cores(adam_update)
+            update = split_across_cores(adam_update_in_blocks)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             # float(): a np.float64 or tensor hyper-parameter would upcast float32 params.
