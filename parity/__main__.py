@@ -139,20 +139,28 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig(dtype=args.dtype, device=args.device, epochs=args.epochs, max_steps=args.max_steps,
                        valid_size=args.valid_size, seed=args.seed, per_step=True if args.per_step else None,
                        textbook=tinynn.is_textbook())
-    data = load_data(args.data, args.dataset, args.dtype, download=not args.no_download,
-                     log=lambda line: print(line, flush=True))
+    loaded = {}
+
+    def data_for(dataset: str):
+        """Each dataset loaded once: the tutorial's (--dataset), and a stage's own (its DATASET)."""
+        if dataset not in loaded:
+            loaded[dataset] = load_data(args.data, dataset, args.dtype, download=not args.no_download,
+                                        log=lambda line: print(line, flush=True))
+        return loaded[dataset]
+
+    data = data_for(args.dataset)
     say(f"parity: {len(stages)} stage(s) on {data.source} "
         f"({len(data.x_train)} train / {len(data.x_valid)} valid rows), "
         f"{args.dtype}, torch on {args.device}, {args.epochs} epoch(s), tinynn: {config.tinynn_code}"
         + (f", at most {args.max_steps} steps per epoch" if args.max_steps else ""))
     started = time.perf_counter()
-    results = run_stages(stages, data, config, progress=say)
+    results = run_stages(stages, data, config, progress=say, data_for=data_for)
 
     print()
-    print(report.format_table(results, config, data.source))
-    json_path = report.write_json(report.to_json(results, config, data.source), args.json)
+    print(report.format_table(results, config))
+    json_path = report.write_json(report.to_json(results, config), args.json)
     print(f"\nJSON report: {json_path}")
-    plot_path = report.plot_losses(results, config, data.source, args.plot)
+    plot_path = report.plot_losses(results, config, args.plot)
     if plot_path is None:
         print("loss curves: skipped, matplotlib is not installed (pip install matplotlib)")
     else:

@@ -17,7 +17,7 @@ from tinynn.testing.tolerances import (
     PARITY_F64_RTOL,
 )
 
-KINDS = ("loss", "grads", "weights", "momentum", "val_loss", "val_accuracy")
+KINDS = ("loss", "grads", "weights", "optimizer", "buffers", "val_loss", "val_accuracy")
 
 
 @dataclass
@@ -38,16 +38,17 @@ def tolerance(dtype: str, mode: str) -> Tolerance:
     return Tolerance(PARITY_F32_RTOL, PARITY_F32_ATOL, PARITY_F32_ACCURACY_POINTS)
 
 
-def momentum_buffers(step: Step) -> dict[str, Any]:
-    """SGD's momentum buffers by parameter name (empty without momentum)."""
+def optimizer_state(step: Step) -> dict[str, Any]:
+    """The optimizer's state by ``"<parameter> <key>"`` (``"conv1.weight momentum_buffer"``,
+    ``"fc.bias exp_avg_sq"``, ``"fc.bias step"``): SGD's momentum, Adam's moments and step count."""
     if step.optimizer is None:
         return {}
-    buffers = {}
+    entries = {}
     for name, param in step.params.items():
-        state = step.optimizer.state.get(param)
-        if state and state.get("momentum_buffer") is not None:
-            buffers[name] = state["momentum_buffer"]
-    return buffers
+        for key, value in (step.optimizer.state.get(param) or {}).items():
+            if value is not None:
+                entries[f"{name} {key}"] = value
+    return entries
 
 
 class Checker:
@@ -99,11 +100,16 @@ class Checker:
         for name, param in torch_step.params.items():
             if name in tinynn_step.params:
                 self.check("weights", f"{where} weight {name}", tinynn_step.params[name], param)
-        tinynn_buffers, torch_buffers = momentum_buffers(tinynn_step), momentum_buffers(torch_step)
-        if set(tinynn_buffers) != set(torch_buffers):
-            self.result.fail(f"{where}: momentum buffers for {sorted(tinynn_buffers)} vs torch {sorted(torch_buffers)}")
-        for name in torch_buffers.keys() & tinynn_buffers.keys():
-            self.check("momentum", f"{where} momentum {name}", tinynn_buffers[name], torch_buffers[name])
+        for kind, tinynn_arrays, torch_arrays in (
+            ("optimizer", optimizer_state(tinynn_step), optimizer_state(torch_step)),
+            ("buffers", tinynn_step.buffers, torch_step.buffers),
+        ):
+            if set(tinynn_arrays) != set(torch_arrays):
+                self.result.fail(f"{where}: {kind} {sorted(tinynn_arrays)} vs torch {sorted(torch_arrays)}")
+            for name in torch_arrays.keys() & tinynn_arrays.keys():
+                # the step counts: tinynn keeps numbers where torch keeps tensors of its own dtype
+                self.check(kind, f"{where} {kind} {name}", tinynn_arrays[name], torch_arrays[name],
+                           check_dtype=not name.endswith((" step", "num_batches_tracked")))
 
     def epoch(self, index: int, tinynn_epoch: Epoch, torch_epoch: Epoch) -> None:
         # Metrics are Python floats on one side and tensors or NumPy scalars on the other: no dtype check.

@@ -47,17 +47,20 @@ class Step:
     """
 
     def __init__(self, loss: Any, params: dict[str, Any], grads: dict[str, Any] | None = None,
-                 optimizer: Any = None) -> None:
+                 optimizer: Any = None, model: Any = None) -> None:
         self.loss = _copy(loss)
         self.params = dict(params)
         if grads is None:
             grads = {name: param.grad for name, param in self.params.items()}
         self.grads = {name: _copy(grad) for name, grad in grads.items() if grad is not None}
         self.optimizer = optimizer
+        self.model = model
+        # BatchNorm's running statistics after this step's forward (copied: the next one moves them)
+        self.buffers = {name: _copy(buffer) for name, buffer in model.named_buffers()} if model is not None else {}
 
     @classmethod
     def of(cls, loss: Any, model: Any, optimizer: Any = None) -> Step:
-        return cls(loss, dict(model.named_parameters()), optimizer=optimizer)
+        return cls(loss, dict(model.named_parameters()), optimizer=optimizer, model=model)
 
 
 class Epoch:

@@ -34,13 +34,16 @@ def _code_line(config: RunConfig) -> str:
     return f"tinynn: {config.tinynn_code} ({imported})"
 
 
-def format_table(results: list[StageResult], config: RunConfig, source: str) -> str:
+def _modes(results: list[StageResult]) -> list[str]:
+    """The modes the stages ran in (float32: the checks' pass; its figures come from independent runs)."""
+    return sorted({r.mode for r in results}, key=("lockstep", "per_step", "independent").index)
+
+
+def format_table(results: list[StageResult], config: RunConfig) -> str:
     """One row per stage: both frameworks' figures side by side, the worst differences, the seconds."""
-    per_step = config.checks_per_step(source)
-    mode = "per step from torch's weights" if per_step else "lockstep, every step"
     header = (
         f"{'stage':<16}{'data':<8}{'train loss':^17}{'val loss':^17}{'val accuracy':^17}"
-        f"{'worst rel diff (' + mode + ')':^36}{'seconds':^15} ok\n"
+        f"{'worst rel diff':^36}{'seconds':^15} ok\n"
         f"{'':<24}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}"
         f"{'loss':>12}{'grads':>12}{'weights':>12}{'tinynn':>7} {'torch':>7}"
     )
@@ -49,26 +52,32 @@ def format_table(results: list[StageResult], config: RunConfig, source: str) -> 
         n, t = r.tinynn, r.torch
         status = "ok" if r.ok else "FAIL"
         device = "" if r.torch_device == "cpu" else f" (torch on {r.torch_device})"
+        mode = " (per step)" if r.mode == "per_step" else ""
         rows.append(
-            f"{f'{number:>2} {r.name}':<16}{source[:7]:<8}"
+            f"{f'{number:>2} {r.name}':<16}{r.data[:7]:<8}"
             f"{_num(n.train_loss):>8} {_num(t.train_loss):>8}"
             f"{_num(_last(n.val_loss)):>8} {_num(_last(t.val_loss)):>8}"
             f"{_num(_last(n.val_accuracy)):>8} {_num(_last(t.val_accuracy)):>8}"
             f"{r.worst.get('loss', 0.0):>12.1e}{r.worst.get('grads', 0.0):>12.1e}{r.worst.get('weights', 0.0):>12.1e}"
-            f"{n.seconds:>7.1f} {t.seconds:>7.1f} {status}{device}"
+            f"{n.seconds:>7.1f} {t.seconds:>7.1f} {status}{mode}{device}"
         )
-    tol = tolerance(config.dtype, "per_step" if per_step else "lockstep")
     rows.append("-" * len(header.splitlines()[0]))
     total_n = sum(r.tinynn.seconds for r in results)
     total_t = sum(r.torch.seconds for r in results)
     rows.append(f"{'total':<16}{'':<8}{'':>104}{total_n:>7.1f} {total_t:>7.1f}")
-    if not per_step:
-        rows.append(f"{config.dtype}: every step's loss, gradients and weights held to rel diff <= {tol.rtol:g}.")
-    else:
-        bound = (f", whose final val accuracy must agree within {tol.accuracy_points:g}" if source != "fashion-mnist"
-                 else " (not bounded: training on fashion-mnist at lr 0.5 is chaotic, see parity/runner.py)")
-        rows.append(f"{config.dtype}: each step from torch's weights held to {tol.rtol:g} rel / {tol.atol:g} abs; "
-                    f"figures and seconds from independent runs{bound}.")
+    for mode in _modes(results):
+        tol = tolerance(config.dtype, mode)
+        if mode == "lockstep":
+            rows.append(f"{config.dtype}, lockstep: every step's loss, gradients, weights, optimizer state and "
+                        f"buffers held to rel diff <= {tol.rtol:g}.")
+        else:
+            chaotic = sorted({r.data for r in results if r.mode == mode and r.end_to_end
+                              and r.end_to_end.get("bound") is None})
+            bound = (f"; not bounded on {', '.join(chaotic)}, whose training at lr 0.5 is chaotic "
+                     "(see parity/runner.py)" if chaotic else "")
+            rows.append(f"{config.dtype}, per step: each step from torch's weights held to {tol.rtol:g} rel / "
+                        f"{tol.atol:g} abs; figures and seconds from independent runs, whose final val accuracy "
+                        f"must agree within {tolerance(config.dtype, 'independent').accuracy_points:g}{bound}.")
     return "\n".join(rows)
 
 
@@ -83,17 +92,16 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def to_json(results: list[StageResult], config: RunConfig, source: str) -> dict[str, Any]:
+def to_json(results: list[StageResult], config: RunConfig) -> dict[str, Any]:
     import torch
 
     import tinynn
 
-    mode = "per_step" if config.checks_per_step(source) else "lockstep"
-    tol = tolerance(config.dtype, mode)
     stages = []
     for r in results:
         stages.append({
-            "name": r.name, "title": r.title, "kind": r.kind, "ok": r.ok, "mode": r.mode, "steps": r.steps,
+            "name": r.name, "title": r.title, "kind": r.kind, "data": r.data, "ok": r.ok, "mode": r.mode,
+            "steps": r.steps,
             "torch_device": r.torch_device,
             "worst_rel_diff": {kind: r.worst.get(kind, 0.0) for kind in KINDS},
             "arrays_compared": dict(r.checked),
@@ -102,13 +110,14 @@ def to_json(results: list[StageResult], config: RunConfig, source: str) -> dict[
             "tinynn": r.tinynn.to_json(), "torch": r.torch.to_json(),
         })
     report = {
-        "dtype": config.dtype, "device": config.device, "data": source, "mode": mode,
-        "ok": all(r.ok for r in results),
+        "dtype": config.dtype, "device": config.device, "datasets": sorted({r.data for r in results}),
+        "modes": _modes(results), "ok": all(r.ok for r in results),
         "epochs": config.epochs, "max_steps": config.max_steps, "valid_size": config.valid_size,
         "seed": config.seed,
         "tinynn_code": config.tinynn_code, "engine_modules_imported": engine_modules(),
-        "tolerance": {"rtol": tol.rtol, "atol": tol.atol, "accuracy_points": tol.accuracy_points,
-                      "accuracy_rtol": tol.accuracy_rtol},
+        "tolerance": {mode: {"rtol": tol.rtol, "atol": tol.atol, "accuracy_points": tol.accuracy_points,
+                             "accuracy_rtol": tol.accuracy_rtol}
+                      for mode in _modes(results) for tol in [tolerance(config.dtype, mode)]},
         "versions": {"tinynn": tinynn.__version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "stages": stages,
@@ -131,7 +140,7 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
     return np.convolve(array, kernel, mode="valid")
 
 
-def plot_losses(results: list[StageResult], config: RunConfig, source: str, path: str | Path) -> Path | None:
+def plot_losses(results: list[StageResult], config: RunConfig, path: str | Path) -> Path | None:
     """Both frameworks' training-loss curves, overlaid, one panel per stage. None without matplotlib."""
     try:
         import matplotlib
@@ -159,12 +168,12 @@ def plot_losses(results: list[StageResult], config: RunConfig, source: str, path
             ax.axvline(end, color="0.8", lw=0.8)
         worst = max(r.worst.get(kind, 0.0) for kind in ("loss", "grads", "weights"))
         status = "ok" if r.ok else "FAILED"
-        ax.set_title(f"{number} {r.name}: {status}, worst rel diff {worst:.0e}", fontsize=9)
+        ax.set_title(f"{number} {r.name} ({r.data}): {status}, worst rel diff {worst:.0e}", fontsize=9)
         ax.set_xlabel("step" + (f" (mean of {window})" if window > 1 else ""), fontsize=8)
         ax.set_ylabel("training loss", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    fig.suptitle(f"tinynn vs torch, {source}, {config.dtype}, torch on {config.device}"
+    fig.suptitle(f"tinynn vs torch, {config.dtype}, torch on {config.device}"
                  + ("" if config.dtype == "float64" else " (independent runs)"), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -23,6 +23,7 @@ checks prove anything, so they are used in both dtypes and the end-to-end bound 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.checks import KINDS, Checker, momentum_buffers, tolerance
+from parity.checks import KINDS, Checker, optimizer_state, tolerance
 from parity.context import StageContext, TutorialData
 from parity.events import Epoch, Start, Step
 from parity.torch_setup import torch_settings, warm_up_torch
@@ -63,10 +64,12 @@ class RunConfig:
     def tinynn_code(self) -> str:
         return "textbook" if self.textbook else "engine"
 
-    def checks_per_step(self, source: str) -> bool:
+    def checks_per_step(self, source: str, chaotic_on: tuple[str, ...] = CHAOTIC_DATA) -> bool:
+        """``chaotic_on``: the datasets on which a stage's float64 training is chaotic (a stage's
+        ``CHAOTIC_ON``, measured for it; the tutorial's stages at lr 0.5 default to CHAOTIC_DATA)."""
         if self.per_step is not None:
             return self.per_step
-        return self.dtype == "float32" or source in CHAOTIC_DATA
+        return self.dtype == "float32" or source in chaotic_on
 
 
 @dataclass
@@ -97,6 +100,7 @@ class StageResult:
     title: str
     kind: str
     mode: str
+    data: str = "mnist"  # the dataset it trained on: each stage may have its own (see run_stages)
     torch_device: str = "cpu"
     steps: int = 0
     worst: dict[str, float] = field(default_factory=dict)
@@ -145,19 +149,34 @@ def _load_start(tinynn_start: Start, torch_start: Start) -> str:
                 f"parameter {name}: tinynn has {array.dtype}{list(array.shape)}, torch {value.dtype}{list(value.shape)}"
             )
         np.copyto(array, value)
+    if tinynn_start.model is not None and torch_start.model is not None:  # BatchNorm's running statistics
+        for name, buffer in torch_start.model.named_buffers():
+            np.copyto(tinynn_start.model.get_buffer(name), to_numpy(buffer))
     return device
 
 
+def _same_dropout(torch_start: Start) -> contextlib.AbstractContextManager[Any]:
+    """tinynn's dropout layers drop what torch's dropped: the masks are read from torch's own draws
+    (tinynn.testing.replay_torch_dropout), as the weights are copied from torch's at the start."""
+    import torch
+
+    model = torch_start.model
+    if model is None or not any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in model.modules()):
+        return contextlib.nullcontext()
+    from tinynn.testing import replay_torch_dropout
+
+    return replay_torch_dropout(model, strict=False)  # a run stopped by an error leaves masks unused
+
+
 def _sync(tinynn_step: Step, torch_step: Step) -> None:
-    """Per-step mode: tinynn continues from torch's weights and momentum, not its own."""
+    """Per-step mode: tinynn continues from torch's weights, optimizer state and buffers, not its own."""
     for name, target in tinynn_step.params.items():
         np.copyto(_array_of(target), to_numpy(torch_step.params[name]))
-    torch_buffers = momentum_buffers(torch_step)
-    if not torch_buffers:
-        return
-    for name, param in tinynn_step.params.items():
-        state = tinynn_step.optimizer.state[param]
-        state["momentum_buffer"] = np.array(to_numpy(torch_buffers[name]), copy=True)
+    for entry, value in optimizer_state(torch_step).items():
+        name, key = entry.rsplit(" ", 1)
+        tinynn_step.optimizer.state[tinynn_step.params[name]][key] = np.array(to_numpy(value), copy=True)
+    for name, value in torch_step.buffers.items():
+        np.copyto(tinynn_step.model.get_buffer(name), value)
 
 
 class _Timed:
@@ -217,7 +236,7 @@ def drive(stage: ModuleType, data: TutorialData, config: RunConfig, mode: str,
 
     import tinynn
 
-    result = StageResult(stage.NAME, stage.TITLE, stage.KIND, mode)
+    result = StageResult(stage.NAME, stage.TITLE, stage.KIND, mode, data=data.source)
     checker = Checker(result, tolerance(config.dtype, mode))
     ctx = StageContext(data, config.epochs, config.seed)
     torch.manual_seed(config.seed)
@@ -225,11 +244,13 @@ def drive(stage: ModuleType, data: TutorialData, config: RunConfig, mode: str,
     torch_side = _Timed(stage.torch_version(ctx), result.torch, "torch")
     tinynn_side = _Timed(stage.tinynn_version(ctx), result.tinynn, "tinynn")
     epochs_seen = 0
+    same_dropout = contextlib.ExitStack()
     try:
         torch_start, tinynn_start = torch_side.next(), tinynn_side.next()
         if not isinstance(torch_start, Start) or not isinstance(tinynn_start, Start):
             raise ParityError("each version must first yield Start(...) with its model's parameters")
         result.torch_device = _load_start(tinynn_start, torch_start)
+        same_dropout.enter_context(_same_dropout(torch_start))
         while True:
             torch_event, tinynn_event = torch_side.next(), tinynn_side.next()
             if torch_event is None and tinynn_event is None:
@@ -262,8 +283,9 @@ def drive(stage: ModuleType, data: TutorialData, config: RunConfig, mode: str,
     finally:
         torch_side.close()
         tinynn_side.close()
+        same_dropout.close()
     if mode == "independent" and result.error is None:
-        result.end_to_end = _end_to_end(result, bounded=data.source not in CHAOTIC_DATA)
+        result.end_to_end = _end_to_end(result, bounded=data.source not in getattr(stage, "CHAOTIC_ON", CHAOTIC_DATA))
     return result
 
 
@@ -292,7 +314,8 @@ def run_stage(stage: ModuleType, data: TutorialData, config: RunConfig,
     then an independent one (each framework's own training, its figures and timings, and the
     end-to-end accuracy bound)."""
     data = cut_data(data, config)
-    if not config.checks_per_step(data.source):
+    chaotic_on = getattr(stage, "CHAOTIC_ON", CHAOTIC_DATA)
+    if not config.checks_per_step(data.source, chaotic_on):
         return drive(stage, data, config, "lockstep", progress)
     if progress:
         progress(f"    {config.dtype}, per step from torch's weights:")
@@ -309,14 +332,19 @@ def run_stage(stage: ModuleType, data: TutorialData, config: RunConfig,
 
 
 def run_stages(stages: list[ModuleType], data: TutorialData, config: RunConfig,
-               progress: Callable[[str], None] | None = None) -> list[StageResult]:
+               progress: Callable[[str], None] | None = None,
+               data_for: Callable[[str], TutorialData] | None = None) -> list[StageResult]:
+    """Run ``stages`` in turn on ``data``; a stage with its own ``DATASET`` (the Fashion-MNIST
+    stage after the tutorial) gets ``data_for(DATASET)`` instead, when ``data_for`` is given."""
     results = []
     with torch_settings(config.dtype, config.device):
         warm_up_torch()
         for number, stage in enumerate(stages, start=1):
+            own = getattr(stage, "DATASET", None)
+            stage_data = data_for(own) if own and data_for is not None and own != data.source else data
             if progress:
-                progress(f"[{number}/{len(stages)}] {stage.NAME}: {stage.TITLE}")
-            result = run_stage(stage, data, config, progress)
+                progress(f"[{number}/{len(stages)}] {stage.NAME}: {stage.TITLE} ({stage_data.source})")
+            result = run_stage(stage, stage_data, config, progress)
             if progress:
                 progress(_summary_line(result))
             results.append(result)

@@ -1,5 +1,6 @@
-"""The tutorial's stages in order. Each module has NAME, TITLE, KIND ("linear" or "cnn") and the
-generators ``torch_version(ctx)`` and ``tinynn_version(ctx)`` (see parity/events.py)."""
+"""The tutorial's stages in order, then the stages that go past it. Each module has NAME, TITLE,
+KIND ("linear" or "cnn") and the generators ``torch_version(ctx)`` and ``tinynn_version(ctx)``
+(see parity/events.py); optionally DATASET (its own data) and CHAOTIC_ON (see parity/runner.py)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ from parity.stages import (
     s11_sequential,
     s12_wrapped,
     s13_gpu,
+    s14_batchnorm,
+    s15_adamw,
 )
 
 STAGES: list[ModuleType] = [
     s01_from_scratch, s02_functional, s03_module, s04_linear, s05_optim, s06_dataset, s07_dataloader,
     s08_validation, s09_fit, s10_cnn, s11_sequential, s12_wrapped, s13_gpu,
+    # after the tutorial: its CNN with BatchNorm and Dropout, then trained with AdamW on Fashion-MNIST
+    s14_batchnorm, s15_adamw,
 ]
 
 

@@ -52,10 +52,10 @@ def load_state_dict(module: Module, state_dict: Mapping[str, Any], strict: bool 
     missing = [key for key in own if key not in state_dict]
     unexpected = [key for key in state_dict if key not in own]
     errors = []
+    if strict and missing:  # torch's order: missing, unexpected, then the size mismatches
+        errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
     if strict and unexpected:
         errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
-    if strict and missing:
-        errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
     values = {}
     for key, target in own.items():
         if key not in state_dict:

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tinynn._dtype import torch_name
-from tinynn.nn.activation import log_softmax
 from tinynn.nn.module import Module
+from tinynn.nn.softmax import log_softmax
 
 _REDUCTIONS = ("none", "mean", "sum")
 _INT64, _UINT8 = np.dtype(np.int64), np.dtype(np.uint8)  # dtype objects compare faster than types

@@ -4,6 +4,7 @@ Each op here loops over output pixels and kernel taps, one multiply-add (or comp
 vectorized only over the batch and channels, exactly as the formula in its docstring is written.
 ``conv.py`` and ``pooling.py`` compute the same things with whole-array NumPy (im2col, window
 views); the engine computes them fast. The tests hold all three to torch and to each other.
+``batch_norm_backward`` is batch norm's backward as the staged chain rule, one node at a time.
 
 Inputs are batched ``(N, C, H, W)`` arrays; the arguments are checked and normalised by the same
 code as the other versions (``_geometry``). Use them to check your own understanding:
@@ -209,3 +210,38 @@ def adaptive_avg_pool2d_backward(grad_output: np.ndarray, input: np.ndarray) -> 
         for j, (w0, w1) in enumerate(col_bins):
             grad_input[:, :, h0:h1, w0:w1] += (grad_output[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
     return grad_input
+
+
+def batch_norm_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray,
+                        eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch norm's ``(dX, dgamma, dbeta)`` (batch statistics) by the staged chain rule, CS231n-style.
+
+    The forward is split into nodes of one operation each; the backward visits them in reverse,
+    each line one local derivative times the gradient arriving from above. Summing the paths by
+    hand gives the compact ``dX = invstd / n * (n dXhat - sum(dXhat) - xhat * sum(dXhat * xhat))``
+    of ``tinynn.nn.batchnorm``; the tests check that the two agree. Input (N, C, *), weight (C,).
+    """
+    axes = (0, *range(2, input.ndim))
+    n = input.size // input.shape[1]
+    gamma = weight.reshape(1, -1, *([1] * (input.ndim - 2)))
+    # forward, one node at a time
+    mean = input.sum(axis=axes, keepdims=True) / n
+    centered = input - mean
+    squared = centered**2
+    var = squared.sum(axis=axes, keepdims=True) / n
+    std = np.sqrt(var + eps)
+    invstd = 1 / std
+    xhat = centered * invstd
+    # backward, node by node in reverse; y = gamma * xhat + beta
+    grad_beta = grad_output.sum(axis=axes)
+    grad_gamma = (grad_output * xhat).sum(axis=axes)
+    grad_xhat = grad_output * gamma
+    grad_invstd = (grad_xhat * centered).sum(axis=axes, keepdims=True)  # xhat = centered * invstd
+    grad_centered = grad_xhat * invstd  # ... the first of centered's two paths
+    grad_std = -grad_invstd / std**2  # invstd = 1 / std
+    grad_var = grad_std * 0.5 / std  # std = sqrt(var + eps)
+    grad_squared = np.broadcast_to(grad_var / n, squared.shape)  # var = sum(squared) / n
+    grad_centered = grad_centered + 2 * centered * grad_squared  # squared = centered**2: the second path
+    grad_mean = -grad_centered.sum(axis=axes, keepdims=True)  # centered = input - mean
+    grad_input = grad_centered + np.broadcast_to(grad_mean / n, input.shape)  # mean = sum(input) / n
+    return grad_input, grad_gamma, grad_beta

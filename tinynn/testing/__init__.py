@@ -36,16 +36,28 @@ Both return True or raise AssertionError naming the gradient that is wrong (``in
 * ``tinynn.testing.tolerances``: every tolerance, with the reasoning for its size.
 * ``tinynn.testing.strategies``: hypothesis strategies for arrays, gradients and conv/pool
   arguments that torch accepts (import it where hypothesis is installed; this package does not).
+* ``replay_torch_dropout(torch_module)``: a context in which tinynn's Dropout/Dropout2d use the masks
+  that torch's dropouts in ``torch_module`` drew, in order (run torch's forward first)::
 
-Only NumPy is imported here: torch is imported inside ``assert_matches_torch``.
+      torch_model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.3)).double()
+      model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3)).double()
+      model.load_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()})
+      x = np.random.default_rng(0).standard_normal((5, 4))
+      with replay_torch_dropout(torch_model):
+          for step in range(3):
+              expected = torch_model(torch.from_numpy(x))  # torch draws its masks...
+              output = model(x)                           # ...and tinynn takes them: bit for bit equal
+
+Only NumPy is imported here: torch is imported inside ``assert_matches_torch`` and ``replay_torch_dropout``.
 """
 
 from tinynn.testing import tolerances
 from tinynn.testing.compare import assert_close, relative_error, to_numpy
+from tinynn.testing.dropout import replay_torch_dropout
 from tinynn.testing.gradcheck import default_grad_output, gradcheck, numerical_grad
 from tinynn.testing.torch_check import assert_matches_torch, torch_tolerances
 
 __all__ = [
     "assert_close", "assert_matches_torch", "default_grad_output", "gradcheck", "numerical_grad", "relative_error",
-    "to_numpy", "tolerances", "torch_tolerances",
+    "replay_torch_dropout", "to_numpy", "tolerances", "torch_tolerances",
 ]

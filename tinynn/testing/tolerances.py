@@ -91,3 +91,15 @@ PARITY_F32_ACCURACY_POINTS = 0.01
 INIT_STD_RTOL = 0.02
 # The largest |value| of N uniform draws misses the bound by about bound / N (1e-5 of it here).
 INIT_BOUND_RTOL = 1e-3
+
+# A model trained and saved by torch (torch.save of its state_dict), loaded by tinynn.load: the
+# weights arrive bit for bit (tests check that), so the validation losses differ only by the
+# order in which the two forwards sum: a few float64 rounding steps per layer (~1e-15 relative,
+# measured 0 to 2e-16 on the tutorial CNN). 1e-12 is the bound; a weight that lost its
+# low bits on the way (a float32 round trip costs ~6e-8) or a permuted kernel fails it by far.
+SERIALIZED_F64_RTOL = 1e-12
+
+# Dropout's keep rate: over n independent draws the kept fraction has mean 1 - p and standard
+# deviation sqrt(p (1 - p) / n) (binomial). Six of those: a correct mask fails about once in 5e8
+# runs, while a wrong rule (keeping with probability p, or p/2) is off by hundreds of them at n = 1e6.
+DROPOUT_KEEP_RATE_SIGMAS = 6.0
