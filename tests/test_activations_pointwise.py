@@ -71,7 +71,14 @@ def test_kinks_large_values_and_infinities_match_torch_without_warnings(name, dt
     # The kinks exactly as torch (the same side of each), and the same signed zeros.
     if name in ("leaky_relu", "elu", "hardtanh"):
         np.testing.assert_array_equal(grad_input[:5], expected_grad[:5])
-    np.testing.assert_array_equal(np.signbit(output[:2]), np.signbit(expected[:2]))
+    expected_zeros = expected[:2]
+    if name == "gelu" and dtype == np.float32:
+        # torch's float32 erf-GELU gives gelu(-0) = +0 on an AVX2 EPYC and -0 on the AVX-512 Xeon where
+        # this test first passed (its vector kernels differ): hold tinynn to torch's float64 answer,
+        # -0 * Phi(-0) = -0, which is the same on both.
+        zeros = x[:2].astype(np.float64)
+        expected_zeros = _torch_reference(torch_forward, zeros, np.ones_like(zeros))[0]
+    np.testing.assert_array_equal(np.signbit(output[:2]), np.signbit(expected_zeros))
 
 
 def test_kink_conventions_spelled_out():
