@@ -6,13 +6,15 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import struct
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pytest
-import safetensors.torch as safetensors_torch  # a test dependency (pyproject's `test` extra)
+import safetensors.numpy as safetensors_numpy  # a test dependency (pyproject's `test` extra)
+import safetensors.torch as safetensors_torch
 import torch
 
 import tinynn
@@ -135,6 +137,32 @@ def test_interchange_with_the_safetensors_library(tmp_path: Path) -> None:
         assert_same(loaded[name], tensor.numpy())
 
 
+def test_interchange_with_safetensors_numpy(tmp_path: Path) -> None:
+    state = dict(small_model().state_dict())
+    tinynn.save(state, tmp_path / "ours.safetensors")
+    theirs = safetensors_numpy.load_file(tmp_path / "ours.safetensors")
+    assert set(theirs) == set(state)
+    for name, array in state.items():
+        assert_same(theirs[name], array)
+
+    rng = np.random.default_rng(0)
+    tensors = {"weight": rng.standard_normal((3, 4)), "half": rng.standard_normal(5).astype(np.float16),
+               "flags": np.array([True, False]), "count": np.array(3, dtype=np.int64), "empty": np.zeros((0, 2))}
+    safetensors_numpy.save_file(tensors, tmp_path / "theirs.safetensors", metadata={"note": "from numpy"})
+    loaded = tinynn.load(tmp_path / "theirs.safetensors")
+    assert set(loaded) == set(tensors)
+    for name, array in tensors.items():
+        assert_same(loaded[name], array)
+
+
+def test_a_key_named_like_the_safetensors_metadata_is_saved(tmp_path: Path) -> None:
+    value = {"__metadata__": np.arange(3.0), "a": {"__metadata__": np.ones(2)}, "__metadata__#2": np.zeros(1)}
+    tinynn.save(value, tmp_path / "odd.safetensors")
+    assert_same(tinynn.load(tmp_path / "odd.safetensors"), value)
+    tensors = safetensors_numpy.load_file(tmp_path / "odd.safetensors")  # a valid file for another reader too
+    assert sorted(tensors) == ["__metadata__#2", "__metadata__#2#2", "a.__metadata__"]
+
+
 def test_bfloat16_is_widened_to_float32_with_a_warning(tmp_path: Path) -> None:
     values = torch.tensor([1.0, -2.5, 3.1e38, 1e-40, float("inf")]).bfloat16()
     safetensors_torch.save_file({"x": values}, tmp_path / "bf16.safetensors")
@@ -226,6 +254,7 @@ def _set(path: list, value):
     (_set(["__metadata__", STRUCTURE_KEY], '{"dict": [["a", {"tensor": "zz"}]]}'), "unexpected entry"),
     (_set(["__metadata__", STRUCTURE_KEY], '{"dict": [["a", {"tensor": "a"}]]}'), "not in the file's structure"),
     (_set(["__metadata__", STRUCTURE_KEY], '{"set": []}'), "unexpected entry"),
+    (_set(["__metadata__", STRUCTURE_KEY], '{"dict": [["a", {"tensor": ["a"]}]]}'), "unexpected entry"),
     (_set(["__metadata__", "format"], 3), "strings to strings"),
 ])
 def test_corrupt_headers_are_clear_errors(edit, message) -> None:
@@ -235,11 +264,45 @@ def test_corrupt_headers_are_clear_errors(edit, message) -> None:
         tinynn.load(io.BytesIO(rewrite_header(buffer.getvalue(), edit)))
 
 
+def deep_structure(depth: int) -> bytes:
+    """A file whose tinynn.structure is the tensor "a" in ``depth`` nested lists."""
+    buffer = io.BytesIO()
+    tinynn.save({"a": np.zeros(2)}, buffer)
+    nested = '{"list": [' * depth + '{"tensor": "a"}' + "]}" * depth
+    return rewrite_header(buffer.getvalue(), _set(["__metadata__", STRUCTURE_KEY], nested))
+
+
+def test_a_structure_nested_200_deep_loads() -> None:
+    loaded = tinynn.load(io.BytesIO(deep_structure(200)))
+    for _ in range(200):
+        (loaded,) = loaded
+    assert_same(loaded, np.zeros(2))
+
+
+@pytest.mark.parametrize("depth", [600, 5000])  # too deep for the decoding's recursion; for json's too
+def test_a_structure_nested_too_deeply_is_a_clear_error(depth: int) -> None:
+    with pytest.raises(SerializationError, match="nests containers too deeply"):
+        tinynn.load(io.BytesIO(deep_structure(depth)))
+
+
+def test_a_header_nested_too_deeply_is_a_clear_error() -> None:
+    text = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(SerializationError, match="header nests too deeply"):
+        tinynn.load(io.BytesIO(struct.pack("<Q", len(text)) + text))
+
+
 @pytest.mark.parametrize("data", [b"", b"hello world, not a model", bytes(range(256)) * 4,
                                   np.random.default_rng(0).bytes(4096), b"\x80\x04\x95" + bytes(40)])
 def test_random_bytes_are_clear_errors(data: bytes) -> None:
     with pytest.raises(SerializationError):
         tinynn.load(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("data", [b"hello world, not a model", b"(dp0\nVa\np1\nI1\ns.", bytes(8) + b"{}"])
+def test_an_unknown_format_says_what_it_is_not_and_what_it_starts_with(data: bytes) -> None:
+    with pytest.raises(SerializationError, match="not a tinynn, safetensors or torch zip file") as error:
+        tinynn.load(io.BytesIO(data))
+    assert repr(data[:16]) in str(error.value)
 
 
 def torch_twin() -> torch.nn.Module:
@@ -252,11 +315,11 @@ def test_load_state_dict_errors_stay_torchs_and_nothing_is_written(tmp_path: Pat
     del model[0]._buffers["count"]  # now it has torch's twin's keys
     state = dict(model.state_dict())
     if change in ("missing", "all"):
-        del state["2.bias"]
+        del state["0.bias"]
     if change in ("unexpected", "all"):
         state["2.extra"] = np.zeros(1)
-    if change in ("size", "all"):
-        state["0.weight"] = np.zeros((5, 5))
+    if change in ("size", "all"):  # the last key: a load that checked and wrote key by key would write the rest
+        state["2.bias"] = np.zeros(4)
     tinynn.save(state, tmp_path / "bad.safetensors")
     fresh = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double()
     before = {name: array.copy() for name, array in fresh.state_dict().items()}
@@ -264,9 +327,23 @@ def test_load_state_dict_errors_stay_torchs_and_nothing_is_written(tmp_path: Pat
         fresh.load_state_dict(tinynn.load(tmp_path / "bad.safetensors"))
     with pytest.raises(RuntimeError) as theirs:
         torch_twin().load_state_dict(safetensors_torch.load_file(tmp_path / "bad.safetensors"))
-    assert str(ours.value) == str(theirs.value).replace("torch.Size([5, 5])", "(5, 5)").replace(
-        "torch.Size([5, 4])", "(5, 4)")
+    as_tuples = re.sub(r"torch\.Size\(\[([\d, ]*)\]\)", lambda m: str(tuple(int(n) for n in m[1].split(", "))),
+                       str(theirs.value))
+    assert str(ours.value) == as_tuples
     assert_same(dict(fresh.state_dict()), before)
+
+
+@pytest.mark.parametrize("last", [np.array(["a", "b", "c"]), np.array([b"x", b"y", b"z"])])
+def test_a_value_that_cannot_convert_on_the_last_key_writes_nothing(last: np.ndarray) -> None:
+    state = dict(small_model().state_dict())
+    state["2.bias"] = last  # the right shape, but no float64 in it
+    fresh = small_model()
+    for array in fresh.state_dict().values():
+        array[...] = 0
+    with pytest.raises(RuntimeError, match=r'While copying the parameter named "2\.bias", whose dimensions in '
+                                           r"the model are \(3,\) and whose dimensions in the checkpoint are \(3,\)"):
+        fresh.load_state_dict(state)
+    assert all(not array.any() for array in fresh.state_dict().values())
 
 
 def test_rng_state_round_trips_through_a_file(tmp_path: Path) -> None:

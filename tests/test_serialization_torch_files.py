@@ -230,10 +230,15 @@ def test_incomplete_and_corrupt_archives_are_clear_errors(tmp_path: Path) -> Non
         tinynn.load(io.BytesIO(bytes(flipped)))
 
 
-def test_other_pickle_formats_are_refused(tmp_path: Path) -> None:
-    torch.save({"w": torch.ones(2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
-    with pytest.raises(SerializationError, match=r"before torch 1\.6"):
+@pytest.mark.parametrize("protocol", range(6))
+def test_the_format_before_torch_1_6_is_recognised_in_every_pickle_protocol(tmp_path: Path, protocol: int) -> None:
+    torch.save({"w": torch.ones(2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False,
+               pickle_protocol=protocol)
+    with pytest.raises(SerializationError, match=r"format before torch 1\.6.*save it again"):
         tinynn.load(tmp_path / "legacy.pt")
+
+
+def test_a_bare_pickle_is_refused_and_nothing_runs(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     (tmp_path / "bare.pkl").write_bytes(pickle.dumps(Reduce(os.system, f"touch {marker}"), protocol=4))
     with pytest.raises(SerializationError, match="bare pickle"):

@@ -45,8 +45,9 @@ def state_items(module: Module) -> Iterator[tuple[str, np.ndarray]]:
 def load_state_dict(module: Module, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
     """Copy ``state_dict``'s values into ``module``'s arrays in place (keeping their dtype).
 
-    Shape mismatches are always errors; missing and unexpected keys are errors when ``strict``.
-    Everything is checked before anything is written, so a failed load leaves the module unchanged.
+    Shape mismatches and values that do not convert to the array's dtype (strings, say) are always
+    errors; missing and unexpected keys are errors when ``strict``. Every value is checked and
+    converted before anything is written, so a failed load leaves the module unchanged.
     """
     own = dict(state_items(module))
     missing = [key for key in own if key not in state_dict]
@@ -66,9 +67,16 @@ def load_state_dict(module: Module, state_dict: Mapping[str, Any], strict: bool 
                 f"size mismatch for {key}: copying a param with shape {value.shape} from checkpoint, "
                 f"the shape in current model is {target.shape}."
             )
-        values[key] = value
+            continue
+        try:  # converted now, not while copying: a string array must fail before the first write
+            values[key] = value.astype(target.dtype, casting="unsafe", copy=False)  # torch's copy_ casts too
+        except (ValueError, TypeError) as error:
+            errors.append(  # torch's message when copy_ fails
+                f'While copying the parameter named "{key}", whose dimensions in the model are {target.shape} and '
+                f"whose dimensions in the checkpoint are {value.shape}, an exception occurred : {error.args}."
+            )
     if errors:
         raise RuntimeError(f"Error(s) in loading state_dict for {type(module).__name__}:\n\t" + "\n\t".join(errors))
     for key, value in values.items():
-        np.copyto(own[key], value, casting="unsafe")
+        np.copyto(own[key], value)
     return IncompatibleKeys(missing, unexpected)

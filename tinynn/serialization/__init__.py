@@ -36,7 +36,7 @@ import numpy as np
 from tinynn.nn.parameter import Parameter
 from tinynn.serialization import safetensors
 from tinynn.serialization.errors import SerializationError, UnsafeCheckpointError
-from tinynn.serialization.torch_pickle import LEGACY_MAGIC, ZIP_MAGIC, load_torch_zip
+from tinynn.serialization.torch_pickle import ZIP_MAGIC, is_legacy_torch_file, load_torch_zip
 
 FileLike = Union[str, "os.PathLike[str]", IO[bytes]]
 STRUCTURE_KEY = "tinynn.structure"
@@ -90,21 +90,26 @@ def load(f: FileLike) -> Any:
         data, source = Path(os.fspath(f)).read_bytes(), os.fspath(f)
     if data.startswith(ZIP_MAGIC):
         return load_torch_zip(data, source)
-    if data.startswith(LEGACY_MAGIC):
+    if is_legacy_torch_file(data):
         raise SerializationError(f"{source}: a torch checkpoint in the format before torch 1.6, which tinynn does "
                                  "not read; load it in torch and save it again with torch.save (the zip format)")
-    if data.startswith(b"\x80") and not _looks_like_safetensors(data):
-        raise SerializationError(f"{source}: a bare pickle, which tinynn does not load (it can run any code); "
-                                 "save state_dicts with tinynn.save or torch.save")
+    if not _may_be_safetensors(data):
+        if data.startswith(b"\x80"):  # pickle's PROTO opcode
+            raise SerializationError(f"{source}: a bare pickle, which tinynn does not load (it can run any code); "
+                                     "save state_dicts with tinynn.save or torch.save")
+        raise SerializationError(f"{source}: not a tinynn, safetensors or torch zip file (it starts with "
+                                 f"{data[:16]!r})")
     tensors, metadata = safetensors.read(data, source)
     if STRUCTURE_KEY not in metadata:
         return tensors
-    try:
-        structure = json.loads(metadata[STRUCTURE_KEY])
-    except ValueError as error:
-        raise SerializationError(f"{source}: the metadata '{STRUCTURE_KEY}' is not valid JSON ({error})") from None
     used: set[str] = set()
-    obj = _decode(structure, tensors, used, source)
+    try:
+        obj = _decode(json.loads(metadata[STRUCTURE_KEY]), tensors, used, source)
+    except RecursionError:  # both json.loads and _decode recurse, one level per container
+        raise SerializationError(f"{source}: the metadata '{STRUCTURE_KEY}' nests containers too deeply to read "
+                                 "(the file is corrupt or was not written by tinynn.save)") from None
+    except json.JSONDecodeError as error:
+        raise SerializationError(f"{source}: the metadata '{STRUCTURE_KEY}' is not valid JSON ({error})") from None
     if used != set(tensors):
         raise SerializationError(f"{source}: tensors {sorted(set(tensors) - used)} are not in the file's structure")
     return obj
@@ -123,7 +128,7 @@ def _encode(value: Any, path: str, tensors: dict[str, np.ndarray]) -> Any:
     if array is not None:
         name = path or "tensor"
         suffix = 1
-        while name in tensors:
+        while name in tensors or name == "__metadata__":  # safetensors reserves that name for its metadata
             suffix += 1
             name = f"{path}#{suffix}"
         safetensors.dtype_name(array)  # refuse an unsupported dtype now, naming the entry
@@ -164,7 +169,7 @@ def _decode(node: Any, tensors: dict[str, np.ndarray], used: set[str], source: s
         return node
     if isinstance(node, dict) and len(node) in (1, 2):
         tag, body = next(iter(node.items()))
-        if tag == "tensor" and body in tensors and node.get("scalar", None) in (None, True):
+        if tag == "tensor" and isinstance(body, str) and body in tensors and node.get("scalar", None) in (None, True):
             used.add(body)
             return tensors[body][()] if node.get("scalar") else tensors[body]
         if tag in ("dict", "ordered_dict") and len(node) == 1 and isinstance(body, list) and all(
@@ -181,10 +186,14 @@ def _decode(node: Any, tensors: dict[str, np.ndarray], used: set[str], source: s
                              f"'{STRUCTURE_KEY}' (the file is corrupt or was not written by tinynn.save)")
 
 
-def _looks_like_safetensors(data: bytes) -> bool:
-    """True when the first 8 bytes are a plausible header length followed by a JSON object."""
-    length = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-    return 0 < length <= len(data) - 8 and data[8:9] == b"{"
+def _may_be_safetensors(data: bytes) -> bool:
+    """False when ``data`` cannot be a safetensors file, whole or truncated: its first 8 bytes, the
+    header's length, are more than any header has, or the header does not start a JSON object.
+    A short or cut-off file is left to ``safetensors.read``, which says it is truncated."""
+    if len(data) < 8:
+        return True
+    length = int.from_bytes(data[:8], "little")
+    return 0 < length <= safetensors.MAX_HEADER_BYTES and data[8:9] in (b"{", b"")
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -140,6 +140,8 @@ def read_header(data: bytes | memoryview, source: str) -> tuple[dict, int]:
         header = json.loads(bytes(data[8:8 + length]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
         raise SerializationError(f"{source}: the safetensors header is not valid JSON ({error})") from None
+    except RecursionError:  # json.loads recurses once per nested array or object
+        raise SerializationError(f"{source}: the safetensors header nests too deeply to be one") from None
     if not isinstance(header, dict):
         raise SerializationError(f"{source}: the safetensors header is not a JSON object")
     return header, 8 + length
