@@ -13,6 +13,7 @@ import numpy as np
 
 from parity.checks import KINDS, tolerance
 from parity.runner import RunConfig, StageResult
+from tinynn.testing.tolerances import PARITY_F32_KINK_STEP_FRACTION
 
 
 def _num(value: float, digits: int = 4) -> str:
@@ -43,9 +44,9 @@ def format_table(results: list[StageResult], config: RunConfig) -> str:
     """One row per stage: both frameworks' figures side by side, the worst differences, the seconds."""
     header = (
         f"{'stage':<16}{'data':<8}{'train loss':^17}{'val loss':^17}{'val accuracy':^17}"
-        f"{'worst rel diff':^36}{'seconds':^15} ok\n"
+        f"{'worst rel diff':^48}{'seconds':^15} ok\n"
         f"{'':<24}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}"
-        f"{'loss':>12}{'grads':>12}{'weights':>12}{'tinynn':>7} {'torch':>7}"
+        f"{'loss':>12}{'grads':>12}{'weights':>12}{'state':>12}{'tinynn':>7} {'torch':>7}"
     )
     rows = [_code_line(config), header, "-" * len(header.splitlines()[0])]
     for number, r in enumerate(results, start=1):
@@ -59,12 +60,14 @@ def format_table(results: list[StageResult], config: RunConfig) -> str:
             f"{_num(_last(n.val_loss)):>8} {_num(_last(t.val_loss)):>8}"
             f"{_num(_last(n.val_accuracy)):>8} {_num(_last(t.val_accuracy)):>8}"
             f"{r.worst.get('loss', 0.0):>12.1e}{r.worst.get('grads', 0.0):>12.1e}{r.worst.get('weights', 0.0):>12.1e}"
+            f"{_state(r):>12.1e}"
             f"{n.seconds:>7.1f} {t.seconds:>7.1f} {status}{mode}{device}"
         )
     rows.append("-" * len(header.splitlines()[0]))
     total_n = sum(r.tinynn.seconds for r in results)
     total_t = sum(r.torch.seconds for r in results)
-    rows.append(f"{'total':<16}{'':<8}{'':>104}{total_n:>7.1f} {total_t:>7.1f}")
+    rows.append(f"{'total':<16}{'':<8}{'':>116}{total_n:>7.1f} {total_t:>7.1f}")
+    rows.append("state: the optimizer's (momentum, Adam's moments and step) and the buffers (running statistics).")
     for mode in _modes(results):
         tol = tolerance(config.dtype, mode)
         if mode == "lockstep":
@@ -75,10 +78,21 @@ def format_table(results: list[StageResult], config: RunConfig) -> str:
                               and r.end_to_end.get("bound") is None})
             bound = (f"; not bounded on {', '.join(chaotic)}, whose training at lr 0.5 is chaotic "
                      "(see parity/runner.py)" if chaotic else "")
+            own = sorted({f"{r.name} {r.end_to_end['bound']:g}" for r in results if r.mode == mode and r.end_to_end
+                          and r.end_to_end.get("bound") not in (None, tol.accuracy_points)})
+            bound += f" ({', '.join(own)}: measured torch against torch)" if own else ""
             rows.append(f"{config.dtype}, per step: each step from torch's weights held to {tol.rtol:g} rel / "
                         f"{tol.atol:g} abs; figures and seconds from independent runs, whose final val accuracy "
                         f"must agree within {tolerance(config.dtype, 'independent').accuracy_points:g}{bound}.")
+            kinked = [f"{r.name} {r.kink_steps}/{r.steps}" for r in results if r.mode == mode and r.kink_steps]
+            if kinked:
+                rows.append(f"steps kinked (a ReLU input after BatchNorm on the other side of 0; counted, at most "
+                            f"{PARITY_F32_KINK_STEP_FRACTION:.0%}, not held to the tolerance): {', '.join(kinked)}.")
     return "\n".join(rows)
+
+
+def _state(result: StageResult) -> float:
+    return max(result.worst.get("optimizer", 0.0), result.worst.get("buffers", 0.0))
 
 
 def _clean(value: Any) -> Any:
@@ -106,6 +120,7 @@ def to_json(results: list[StageResult], config: RunConfig) -> dict[str, Any]:
             "worst_rel_diff": {kind: r.worst.get(kind, 0.0) for kind in KINDS},
             "arrays_compared": dict(r.checked),
             "failure_count": r.failure_count, "failures": r.failures, "error": r.error,
+            "kink_steps": r.kink_steps, "kink_worst_rel_diff": r.kink_worst, "kink_examples": r.kink_examples,
             "end_to_end": r.end_to_end,
             "tinynn": r.tinynn.to_json(), "torch": r.torch.to_json(),
         })
@@ -166,7 +181,7 @@ def plot_losses(results: list[StageResult], config: RunConfig, path: str | Path)
             ax.plot(np.arange(len(smooth)) + offset, smooth, label=label, **style)
         for end in r.torch.epoch_ends[:-1]:
             ax.axvline(end, color="0.8", lw=0.8)
-        worst = max(r.worst.get(kind, 0.0) for kind in ("loss", "grads", "weights"))
+        worst = max(r.worst.get(kind, 0.0) for kind in ("loss", "grads", "weights", "optimizer", "buffers"))
         status = "ok" if r.ok else "FAILED"
         ax.set_title(f"{number} {r.name} ({r.data}): {status}, worst rel diff {worst:.0e}", fontsize=9)
         ax.set_xlabel("step" + (f" (mean of {window})" if window > 1 else ""), fontsize=8)

@@ -49,32 +49,35 @@ def per_channel(vector: np.ndarray, ndim: int) -> np.ndarray:
 # An empty group has mean 0/0 = NaN, which nothing reads; layer and group norm take a negative eps
 # as torch does (a NaN where var + eps < 0).
 @np.errstate(invalid="ignore", divide="ignore")
-def normalize(input: np.ndarray, axes: tuple[int, ...],
-              eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def normalize(input: np.ndarray, axes: tuple[int, ...], eps: float,
+              accumulate: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(xhat, invstd, mean, var)``: ``input`` standardised over ``axes``, with the biased variance.
 
     ``xhat = (x - mean) * invstd``, ``invstd = 1 / sqrt(var + eps)``; invstd, mean and var keep the
     reduced axes as 1s. Shared by batch, layer and group norm, which differ only in which
-    elements share a mean (the ``axes``).
+    elements share a mean (the ``axes``). ``accumulate``: the dtype the sums (and so mean and var)
+    are taken in, the input's by default; xhat and invstd are in the input's dtype.
     """
     count = math.prod(input.shape[axis] for axis in axes)
-    mean = input.sum(axis=axes, keepdims=True) / count
-    centered = input - mean  # two passes (mean, then squares of the centred values): no cancellation
-    var = (centered * centered).sum(axis=axes, keepdims=True) / count
-    invstd = 1 / np.sqrt(var + eps)
+    mean = input.sum(axis=axes, keepdims=True, dtype=accumulate) / count
+    centered = input - mean.astype(input.dtype)  # two passes (mean, then squares): no cancellation
+    var = (centered * centered).sum(axis=axes, keepdims=True, dtype=accumulate) / count
+    invstd = (1 / np.sqrt(var + eps)).astype(input.dtype)
     return centered * invstd, invstd, mean, var
 
 
 def normalize_backward(grad_xhat: np.ndarray, xhat: np.ndarray, invstd: np.ndarray,
-                       axes: tuple[int, ...]) -> np.ndarray:
+                       axes: tuple[int, ...], accumulate: Any = None) -> np.ndarray:
     """dX from dXhat for ``xhat = (x - mean(x)) * invstd`` with batch statistics over ``axes``.
 
     ``dX = invstd / n * (n * dXhat - sum(dXhat) - xhat * sum(dXhat * xhat))``, sums over ``axes``
-    (n elements), ``invstd`` keeping those axes as 1s. Shared by batch, layer and group norm.
+    (n elements, taken in ``accumulate``'s dtype as ``normalize``), ``invstd`` keeping those axes as
+    1s. Shared by batch, layer and group norm.
     """
     count = math.prod(xhat.shape[axis] for axis in axes)
-    sum_grad = grad_xhat.sum(axis=axes, keepdims=True)
-    sum_grad_xhat = (grad_xhat * xhat).sum(axis=axes, keepdims=True)
+    dtype = grad_xhat.dtype
+    sum_grad = grad_xhat.sum(axis=axes, keepdims=True, dtype=accumulate).astype(dtype)
+    sum_grad_xhat = (grad_xhat * xhat).sum(axis=axes, keepdims=True, dtype=accumulate).astype(dtype)
     return (invstd / count) * (count * grad_xhat - sum_grad - xhat * sum_grad_xhat)
 
 
@@ -129,7 +132,9 @@ def batch_norm_forward(input: np.ndarray, running_mean: np.ndarray | None, runni
     """
     axes = reduce_axes(input.ndim)
     if use_batch_stats:
-        xhat, invstd, mean, var = normalize(input, axes, eps)
+        # torch's CPU kernel sums a channel in double (its accumulation type for float32), and so
+        # do we: the statistics then agree with torch's to float32 rounding, not to a sum's error.
+        xhat, invstd, mean, var = normalize(input, axes, eps, accumulate=np.float64)
         count = input.size // input.shape[1]
         if running_mean is not None and count > 0:  # an empty batch leaves them alone, as in torch
             running_mean *= 1 - momentum
@@ -156,13 +161,14 @@ def batch_norm_backward_from_xhat(grad_output: np.ndarray, xhat: np.ndarray, inv
     None for a gradient not asked for (no weight, ``has_bias`` False, ``needs_input_grad`` False).
     """
     axes = reduce_axes(xhat.ndim)
-    grad_bias = grad_output.sum(axis=axes) if has_bias else None
-    grad_weight = (grad_output * xhat).sum(axis=axes) if weight is not None else None
+    dtype = grad_output.dtype  # the sums in double, as the forward's (torch's accumulation type)
+    grad_bias = grad_output.sum(axis=axes, dtype=np.float64).astype(dtype) if has_bias else None
+    grad_weight = (grad_output * xhat).sum(axis=axes, dtype=np.float64).astype(dtype) if weight is not None else None
     if not needs_input_grad:
         return None, grad_weight, grad_bias
     grad_xhat = grad_output if weight is None else grad_output * per_channel(weight, xhat.ndim)
     if used_batch_stats:
-        grad_input = normalize_backward(grad_xhat, xhat, invstd, axes)
+        grad_input = normalize_backward(grad_xhat, xhat, invstd, axes, accumulate=np.float64)  # as the forward
     else:
         grad_input = grad_xhat * invstd
     return grad_input, grad_weight, grad_bias

@@ -84,6 +84,24 @@ PARITY_F32_ATOL = 1e-5
 # validation accuracy within one percentage point.
 PARITY_F32_ACCURACY_POINTS = 0.01
 
+# parity float32 per step, a ReLU right after a BatchNorm (stages 14 and 15): BatchNorm centres
+# each ReLU's input on 0, so a value within float32 rounding of 0 (1e-7 of a unit-variance channel)
+# can fall on either side of the kink in the two frameworks, and one flipped element moves a
+# weight's gradient by up to a few percent. Those steps are not rounding errors and cannot be held
+# to PARITY_F32_RTOL; the loss and the running statistics (continuous in the weights) still are,
+# at every step. Estimate: about 260,000 ReLU inputs a step at unit scale, density 0.4 at 0, so an
+# element within 1e-7 of the kink in 1 step in 50, within 1e-6 (a few ulps of the conv's output)
+# in 1 in 5; measured on real data, 2 epochs: 2.7% of stage 14's steps, 5.2% of stage 15's. A wrong
+# gradient breaks every step, so a stage fails when more than 10% of its steps break the gradient,
+# weight or optimizer tolerance (twice the worst measured).
+PARITY_F32_KINK_STEP_FRACTION = 0.10
+
+# parity float32 end to end, stage 14 (BatchNorm, lr 0.1 with momentum, dropout): measured torch
+# against itself, four runs whose initial weights differ by one ulp, after two MNIST epochs: final
+# validation accuracies 0.9084 to 0.9269, 1.85 points apart (stage 15's AdamW: 0.34 points, within
+# PARITY_F32_ACCURACY_POINTS). One point would fail torch against itself; twice the measured spread.
+PARITY_F32_BATCHNORM_ACCURACY_POINTS = 0.04
+
 # Random init against torch: both libraries draw their own numbers, so only the distributions can
 # match. With N = 120,000 draws, a sample's std has a relative standard error of 1/sqrt(2N) = 0.2%,
 # so two samples' stds differ by about 0.3%: 2% is over six standard errors, and any wrong
