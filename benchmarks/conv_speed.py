@@ -106,7 +106,7 @@ def tutorial_cnn_torch() -> Any:
     )
 
 
-def _batch(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def mnist_like_batch(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, batch)
 
@@ -144,7 +144,7 @@ def torch_train_step(model: Any, lr: float = 0.1, momentum: float = 0.9) -> Call
 
 
 def tutorial_step_tinynn(batch: int = 64, seed: int = 0) -> Step:
-    images, labels = _batch(batch, seed)
+    images, labels = mnist_like_batch(batch, seed)
     step = tinynn_train_step(tutorial_cnn_tinynn())
     return lambda: step(images, labels)
 
@@ -152,7 +152,7 @@ def tutorial_step_tinynn(batch: int = 64, seed: int = 0) -> Step:
 def tutorial_step_torch(batch: int = 64, seed: int = 0) -> Step:
     import torch
 
-    images, labels = _batch(batch, seed)
+    images, labels = mnist_like_batch(batch, seed)
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
     step = torch_train_step(tutorial_cnn_torch())
     return lambda: step(images_t, labels_t)

@@ -2,9 +2,11 @@
 
 The workload: ``BatchNorm2d(16)`` on a (64, 16, 14, 14) float32 batch, the tutorial CNN's second
 activation, with a random upstream gradient; one step is the module's forward, then its backward
-(input gradient, and weight and bias gradients accumulated). Target: tinynn's engine within 1.5x
-of torch's time, torch on as many threads as tinynn may use (``tinynn.get_num_threads()``, one per
-core; ``--torch-threads`` overrides).
+(input gradient, and weight and bias gradients accumulated). And the tutorial CNN with
+BatchNorm (parity stage 14's model: BatchNorm2d after each convolution, Dropout(0.2) before the
+pooling), one SGD step with momentum on a batch of 64, float32. Target for both: tinynn's engine
+within 1.5x of torch's time, torch on as many threads as tinynn may use
+(``tinynn.get_num_threads()``, one per core; ``--torch-threads`` overrides).
 
 Timing, allocator and thread handling are ``conv_speed``'s: blocks of steps, tinynn and torch
 alternating, a settling sleep before each block, the median of the rounds' ratios tinynn/torch;
@@ -27,7 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.conv_speed import ALLOCATORS, allocator_heading, blas_info, compare, ratio_text
+from benchmarks.conv_speed import (
+    ALLOCATORS,
+    allocator_heading,
+    blas_info,
+    compare,
+    mnist_like_batch,
+    ratio_text,
+    tinynn_train_step,
+    torch_train_step,
+)
 
 Step = Callable[[], Any]
 
@@ -76,12 +87,42 @@ def batch_norm_torch(shape: tuple[int, ...] = SHAPE, seed: int = 0) -> tuple[Ste
     return step, module
 
 
+def bn_cnn_tinynn(textbook: bool = False, batch: int = 64, seed: int = 0) -> tuple[Step, Any]:
+    """One SGD step of parity stage 14's model in tinynn (float32), on the engine or the textbook
+    path; and the model."""
+    import tinynn
+    from parity.stages.s14_batchnorm import LR, tinynn_model
+
+    images, labels = mnist_like_batch(batch, seed)
+    model = tinynn_model()
+    step = tinynn_train_step(model, lr=LR)
+
+    def run_step() -> Any:
+        with tinynn.textbook(textbook):
+            return step(images, labels)
+
+    return run_step, model
+
+
+def bn_cnn_torch(batch: int = 64, seed: int = 0) -> tuple[Step, Any]:
+    """The same step in torch; and the model."""
+    import torch
+
+    from parity.stages.s14_batchnorm import LR, torch_model
+
+    images, labels = mnist_like_batch(batch, seed)
+    images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
+    model = torch_model()
+    step = torch_train_step(model, lr=LR)
+    return lambda: step(images_t, labels_t), model
+
+
 def run(quick: bool = False, settle_s: float = 0.25, shape: tuple[int, ...] = SHAPE,
-        blocks: tuple[int, int] | None = None, torch_threads: int | None = None) -> dict[str, Any]:
+        blocks: tuple[int, int] | None = None, torch_threads: int | None = None, cnn: bool = True) -> dict[str, Any]:
     """Both tinynn paths against torch, under each allocator (the steady one second:
     ``steady_malloc`` cannot be undone in a process). ``torch_threads``: torch's thread count for
     the run (default: tinynn's). ``shape`` and ``blocks`` replace the workload and its
-    (steps per block, rounds), for tests."""
+    (steps per block, rounds), for tests; ``cnn`` False leaves out the CNN step."""
     import torch
 
     import tinynn
@@ -89,12 +130,13 @@ def run(quick: bool = False, settle_s: float = 0.25, shape: tuple[int, ...] = SH
     threads_before = torch.get_num_threads()
     torch.set_num_threads(tinynn.get_num_threads() if torch_threads is None else torch_threads)
     try:
-        return _run(quick, settle_s, shape, blocks or BLOCKS["quick" if quick else "full"])
+        return _run(quick, settle_s, shape, blocks or BLOCKS["quick" if quick else "full"], cnn)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(quick: bool, settle_s: float, shape: tuple[int, ...], blocks: tuple[int, int]) -> dict[str, Any]:
+def _run(quick: bool, settle_s: float, shape: tuple[int, ...], blocks: tuple[int, int],
+         cnn: bool = True) -> dict[str, Any]:
     import torch
 
     from benchmarks.environment import cpu_model, steady_malloc
@@ -111,6 +153,11 @@ def _run(quick: bool, settle_s: float, shape: tuple[int, ...], blocks: tuple[int
             tinynn_step, _ = batch_norm_tinynn(shape, textbook=path == "textbook")
             torch_step, _ = batch_norm_torch(shape)
             results[allocator][path] = compare(tinynn_step, torch_step, steps, rounds, settle_s)
+        for path in PATHS if cnn else ():
+            tinynn_step, _ = bn_cnn_tinynn(textbook=path == "textbook")
+            torch_step, _ = bn_cnn_torch()
+            results[allocator][f"bn_cnn {path}"] = compare(tinynn_step, torch_step, max(steps // 10, 1), rounds,
+                                                           settle_s)
     results["load_average_after"] = os.getloadavg()[0]
     return results
 
@@ -125,6 +172,7 @@ def report(results: dict[str, Any]) -> str:
     for allocator in ALLOCATORS:
         lines.append(allocator_heading(results, allocator))
         for path, timing in results[allocator].items():
+            path = path if path.startswith("bn_cnn") else f"BatchNorm2d {path}"
             lines.append(f"  {path}: tinynn {timing['tinynn_s'] * 1e3:.3f} ms, torch {timing['torch_s'] * 1e3:.3f} ms "
                          f"per step; {ratio_text(timing)}")
     return "\n".join(lines)
