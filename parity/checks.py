@@ -18,7 +18,7 @@ from tinynn.testing.tolerances import (
     PARITY_F64_RTOL,
 )
 
-KINDS = ("loss", "grads", "weights", "optimizer", "buffers", "val_loss", "val_accuracy")
+KINDS = ("loss", "grads", "weights", "optimizer", "hyperparams", "buffers", "val_loss", "val_accuracy")
 # What a ReLU input on the other side of its kink changes in a step (see PARITY_F32_KINK_STEP_FRACTION):
 # the gradients and, through them, the updated weights and the optimizer's state.
 KINK_KINDS = ("grads", "weights", "optimizer")
@@ -153,6 +153,19 @@ class Checker:
                 # the step counts: tinynn keeps numbers where torch keeps tensors of its own dtype
                 self.check(kind, f"{where} {kind} {name}", tinynn_arrays[name], torch_arrays[name],
                            check_dtype=not name.endswith((" step", "num_batches_tracked")))
+        self._check_hyperparameters(where, tinynn_step, torch_step)
+
+    def _check_hyperparameters(self, where: str, tinynn_step: Step, torch_step: Step) -> None:
+        """Each group's lr, betas and momentum as the step left them: a scheduler's work (OneCycleLR
+        moves lr and beta1 every step), compared before the next step uses them."""
+        if tinynn_step.optimizer is None or torch_step.optimizer is None:
+            return
+        groups = zip(tinynn_step.optimizer.param_groups, torch_step.optimizer.param_groups)
+        for index, (mine, theirs) in enumerate(groups):
+            for key in ("lr", "betas", "momentum"):
+                if key in theirs or key in mine:
+                    self.check("hyperparams", f"{where} group {index} {key}", np.asarray(mine.get(key), np.float64),
+                               np.asarray(theirs.get(key), np.float64), check_dtype=False)
 
     def epoch(self, index: int, tinynn_epoch: Epoch, torch_epoch: Epoch) -> None:
         # Metrics are Python floats on one side and tensors or NumPy scalars on the other: no dtype check.

@@ -83,6 +83,8 @@ def test_every_stage_agrees_step_by_step_in_float64(name, data64):
     # SGD's momentum or Adam's state, and BatchNorm's running statistics, were compared too
     n_state = N_STATE.get(name, N_STATE["cnn"] if find_stage(name).KIND == "cnn" else 0)
     assert result.checked["optimizer"] == result.steps * n_params * n_state
+    if STAGE_NAMES.index(name) >= STAGE_NAMES.index("optim"):  # from stage 5 on: an optimizer, its lr each step
+        assert result.checked["hyperparams"] >= result.steps, result.checked
     assert result.checked["buffers"] == result.steps * N_BUFFERS.get(name, 0)
     assert len(result.tinynn.val_loss) == len(result.torch.val_loss) == FAST["epochs"]
     assert np.isfinite(result.tinynn.losses).all() and result.tinynn.losses[-1] < result.tinynn.losses[0]
@@ -290,6 +292,16 @@ def test_a_batchnorm_gradient_off_by_one_part_in_a_thousand_fails_float32_despit
     assert code == 1 and stage["ok"] is False
     assert stage["kink_steps"] == stage["steps"] == 3  # every step breaks: no kink explains that
     assert any("broke the gradient tolerance" in failure for failure in stage["failures"])
+
+
+def test_a_learning_rate_schedule_off_by_one_part_in_a_hundred_million_fails_the_adamw_stage(monkeypatch, data64):
+    from tinynn.optim.lr_scheduler import OneCycleLR
+
+    original = OneCycleLR.get_lr
+    monkeypatch.setattr(OneCycleLR, "get_lr", lambda self: [lr * (1 + 1e-8) for lr in original(self)])
+    (result,) = _run(["adamw"], data64, RunConfig(dtype="float64", epochs=1, max_steps=3, valid_size=128))
+    assert not result.ok
+    assert any(" group 0 lr" in failure for failure in result.failures), result.failures
 
 
 def test_cli_rejects_an_unknown_stage(capsys):
