@@ -70,6 +70,20 @@ def test_bad_params_are_refused_like_torch_after_the_hyper_parameters(name: str)
     assert outcome(lambda: FAMILY[name]([], lr=-1.0)) == outcome(lambda: getattr(torch.optim, name)([], lr=-1.0))
 
 
+@pytest.mark.parametrize("name", FAMILY)
+def test_a_parameter_in_two_groups_is_refused_with_torchs_error(name: str) -> None:
+    ours, theirs = [Parameter(np.ones(2)), Parameter(np.ones(3))], [torch.nn.Parameter(torch.ones(n)) for n in (2, 3)]
+    expected = outcome(lambda: getattr(torch.optim, name)([{"params": theirs[:1]}, {"params": theirs[::-1]}]))
+    assert expected[0] == "ValueError"  # torch's own refusal, message and all, is what tinynn must give
+    assert outcome(lambda: FAMILY[name]([{"params": ours[:1]}, {"params": ours[::-1]}])) == expected
+    # Added later: the same error, and the optimizer keeps only the group it had.
+    optimizer, torch_optimizer = FAMILY[name]([ours[0]]), getattr(torch.optim, name)([theirs[0]])
+    expected = outcome(lambda: torch_optimizer.add_param_group({"params": theirs[::-1]}))
+    assert expected[0] == "ValueError"
+    assert outcome(lambda: optimizer.add_param_group({"params": ours[::-1]})) == expected
+    assert len(optimizer.param_groups) == len(torch_optimizer.param_groups) == 1
+
+
 @pytest.mark.parametrize(("name", "flag"), [(name, flag) for name in FAMILY for flag in
                                             ("foreach", "capturable", "differentiable", "fused")
                                             if flag in inspect.signature(FAMILY[name]).parameters])

@@ -20,6 +20,7 @@ import copy
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,7 +39,12 @@ from tinynn.testing.compare import to_numpy
 from tinynn.testing.tolerances import OPTIM_F32_RTOL, OPTIM_F64_RTOL
 
 LEARNING_RATES = st.sampled_from([0.0, 1e-3, 0.1]) | st.floats(1e-4, 1.0)
-WEIGHT_DECAYS = st.sampled_from([0.0, 0.0, 0.01]) | st.floats(0.0, 0.5)
+# Betas, alphas and weight decays are exactly 0 (sampled) or at least SMALLEST: one of 5e-324 or 1e-44
+# acts as 0 yet puts products in the subnormal range, where rounding is absolute, so torch's fused
+# multiply-add and NumPy's two roundings differ by a whole subnormal (a relative error of 1, which no
+# relative bound holds; a weight decay of 5e-324 made exp_avg 5e-324 against torch's 0).
+SMALLEST = 1e-6
+WEIGHT_DECAYS = st.sampled_from([0.0, 0.0, 0.01]) | st.floats(SMALLEST, 0.5)
 
 
 # ---------------------------------------------------------------------------------------- cases
@@ -46,8 +52,8 @@ WEIGHT_DECAYS = st.sampled_from([0.0, 0.0, 0.01]) | st.floats(0.0, 0.5)
 def adam_groups(draw: st.DrawFn, kind: str) -> dict:
     group = dict(
         lr=draw(LEARNING_RATES),
-        betas=(draw(st.sampled_from([0.0, 0.5, 0.9]) | st.floats(0.0, 0.99)),
-               draw(st.sampled_from([0.0, 0.9, 0.999]) | st.floats(0.0, 0.9999))),
+        betas=(draw(st.sampled_from([0.0, 0.5, 0.9]) | st.floats(SMALLEST, 0.99)),
+               draw(st.sampled_from([0.0, 0.9, 0.999]) | st.floats(SMALLEST, 0.9999))),
         eps=draw(st.sampled_from([1e-8, 1e-3, 0.0])), weight_decay=draw(WEIGHT_DECAYS),
         amsgrad=draw(st.booleans()), maximize=draw(st.booleans()),
     )
@@ -62,7 +68,7 @@ def rmsprop_groups(draw: st.DrawFn, kind: str) -> dict:
     # alpha in [0, 1] (torch takes any alpha >= 0; above 1 the square average can go negative).
     # Centered, square_avg - grad_avg**2 is alpha**k * (1 - alpha**k) * g**2 for k equal gradients:
     # for alpha near 0 that is rounding noise whose sign (NaN or not) neither library controls.
-    alphas = st.floats(0.2, 1.0) if centered else st.sampled_from([0.0, 0.5]) | st.floats(0.0, 1.0)
+    alphas = st.floats(0.2, 1.0) if centered else st.sampled_from([0.0, 0.5]) | st.floats(SMALLEST, 1.0)
     return dict(
         lr=draw(LEARNING_RATES), alpha=draw(st.sampled_from([0.99, 0.9]) | alphas),
         eps=draw(st.sampled_from([1e-8, 1e-2, 0.0])), weight_decay=draw(WEIGHT_DECAYS),
@@ -119,12 +125,18 @@ def _to_torch_state(state_dict: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- error bounds
+# A bound is 0 only where both libraries must get the entry exactly: it was made from exact zeros
+# (zero gradients, an initial accumulator, a factor of 0 or a lerp weight of 0). That keeps a
+# square root of an exact 0 exact too (growth 0, not inf), so a step with zero gradients does not
+# leave the parameter's bound infinite for every later step.
 def _abs(value: Any) -> np.ndarray:
     return np.abs(to_numpy(value).astype(np.float64))
 
 
-def _add(bound: dict, key: str, terms: np.ndarray) -> np.ndarray:
-    bound[key] = bound.get(key, 0.0) + terms
+def _add(bound: dict, key: str, terms: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """``bound[key]`` grown by this step's ``terms``; ``factor``: what the state's old value is multiplied
+    by (0 throws it away, and its error with it)."""
+    bound[key] = (bound.get(key, 0.0) if factor != 0 else 0.0) + terms
     return bound[key]
 
 
@@ -132,17 +144,26 @@ def _nan_as_inf(value: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(value), np.inf, value)
 
 
+def _grad_terms(bound: dict, grad: Any, before: np.ndarray, weight_decay: float) -> np.ndarray:
+    """The terms of ``grad + weight_decay * param``: with weight decay, the parameter's size and the
+    error it may carry (its bound), so that a parameter torch rounded to exactly 0 gives no exact 0."""
+    if weight_decay == 0:  # the parameter does not enter (0 * a NaN parameter would be NaN)
+        return _abs(grad)
+    return _abs(grad) + weight_decay * (_abs(before) + bound.get("param", 0.0))
+
+
 def _growth(terms: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """How much a relative error grows through a value that cancels: terms / value (inf unless > 0)."""
-    return np.where(value > 0, terms / value, np.inf)
+    """How much a relative error grows through a value that cancels: terms / value; 0 where the terms
+    are 0 (the value is exact), inf where value <= 0 < terms (cancelled to 0 or below)."""
+    return np.where(terms == 0, 0.0, np.where(value > 0, terms / value, np.inf))
 
 
 def _bound_adam(bound: dict, group: dict, before: np.ndarray, grad: np.ndarray, state: dict, decoupled: bool) -> None:
     (beta1, beta2), lr, weight_decay = group["betas"], group["lr"], group["weight_decay"]
-    size, grad_terms = _abs(before), _abs(grad) + (0.0 if decoupled else weight_decay * _abs(before))
+    size, grad_terms = _abs(before), _grad_terms(bound, grad, before, 0.0 if decoupled else weight_decay)
     exp_avg = _add(bound, "exp_avg", grad_terms)
     square = (1 - beta2) * grad_terms**2
-    _add(bound, "exp_avg_sq", _abs(state["exp_avg_sq"]) + square)
+    _add(bound, "exp_avg_sq", _abs(state["exp_avg_sq"]) + square, factor=beta2)
     key = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
     if group["amsgrad"]:
         _add(bound, key, _abs(state[key]) + square)
@@ -154,12 +175,14 @@ def _bound_adam(bound: dict, group: dict, before: np.ndarray, grad: np.ndarray, 
 
 
 def _bound_rmsprop(bound: dict, group: dict, before: np.ndarray, grad: np.ndarray, state: dict) -> None:
-    size = _abs(before)
-    grad_terms = _abs(grad) + group["weight_decay"] * size
-    square_terms = _add(bound, "square_avg", _abs(state["square_avg"]) + abs(1 - group["alpha"]) * grad_terms**2)
+    size, alpha = _abs(before), group["alpha"]
+    grad_terms = _grad_terms(bound, grad, before, group["weight_decay"])
+    square_terms = _add(bound, "square_avg", _abs(state["square_avg"]) + abs(1 - alpha) * grad_terms**2,
+                        factor=alpha)
     square = _abs(state["square_avg"])
     if group["centered"]:
-        mean_terms = _add(bound, "grad_avg", grad_terms)
+        # lerp(grad_avg, grad, 1 - alpha): with weight 0 (alpha 1) grad_avg + 0 * (...) is grad_avg exactly.
+        mean_terms = _add(bound, "grad_avg", grad_terms if alpha != 1 else np.zeros_like(grad_terms))
         square = square - _abs(state["grad_avg"]) ** 2  # what the square root is taken of
         square_terms = square_terms + mean_terms**2
     avg = np.sqrt(np.maximum(square, 0.0)) + group["eps"]
@@ -171,7 +194,7 @@ def _bound_rmsprop(bound: dict, group: dict, before: np.ndarray, grad: np.ndarra
 
 def _bound_adagrad(bound: dict, group: dict, before: np.ndarray, grad: np.ndarray, state: dict) -> None:
     size = _abs(before)
-    grad_terms = _abs(grad) + group["weight_decay"] * size
+    grad_terms = _grad_terms(bound, grad, before, group["weight_decay"])
     sum_terms = _add(bound, "sum", _abs(state["sum"]) + grad_terms**2)
     clr = group["lr"] / (1 + (float(state["step"]) - 1) * group["lr_decay"])
     std = np.sqrt(_abs(state["sum"])) + group["eps"]
@@ -182,7 +205,8 @@ def _bound_adagrad(bound: dict, group: dict, before: np.ndarray, grad: np.ndarra
 def _bound(kind: str, bound: dict, group: dict, before: np.ndarray, grad: Any, state: dict) -> None:
     """Grow one parameter's error bounds by one step (``state`` is torch's, after the step).
 
-    Bounds may be inf (a zero denominator) or NaN (0 * inf); a NaN bound is taken as inf."""
+    A bound is inf where first-order bounds give out: a zero denominator (torch's entry is then
+    inf or NaN as well) or a square root of a difference that cancelled to 0. A NaN bound is taken as inf."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if kind in ("Adam", "AdamW"):
             _bound_adam(bound, group, before, grad, state, kind == "AdamW" or group["decoupled_weight_decay"])
@@ -284,3 +308,56 @@ def test_rmsprop_matches_torch_step_by_step_and_across_state_dicts(case):
 @given(case=cases("Adagrad"))
 def test_adagrad_matches_torch_step_by_step_and_across_state_dicts(case):
     check_against_torch("Adagrad", case)
+
+
+# ---------------------------------------------------------------------------------------- the bounds' own test
+# A relative error planted in tinynn's parameters on the last step, after a step whose gradients
+# were exact zeros: a million times OPTIM_F64_RTOL, so every bound must be finite to catch it.
+# (A zero-gradient step used to leave the square root's growth, and so the parameter's bound,
+# infinite for good: "0 / 0" of an exact zero second moment.)
+PLANTED_ERROR = 1e-6
+ADAM = dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False)
+RMSPROP = dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False)
+# (kind, hyper-parameters, the steps before the planted one: gradients of "zeros" or "random" ones, or
+# "zero_grad" of the ones before)
+PLANTED = [
+    ("Adam", {**ADAM, "decoupled_weight_decay": False}, ["zeros"]),
+    ("Adam", {**ADAM, "amsgrad": True, "weight_decay": 0.01, "decoupled_weight_decay": True}, ["zeros"]),
+    ("Adam", {**ADAM, "betas": (0.9, 0.0), "decoupled_weight_decay": False}, ["random", "zeros"]),  # v forgets
+    ("AdamW", {**ADAM, "weight_decay": 0.01}, ["zeros", "zeros"]),
+    ("RMSprop", RMSPROP, ["zeros"]),
+    ("RMSprop", {**RMSPROP, "alpha": 0.0, "momentum": 0.9}, ["random", "zero_grad"]),  # square_avg forgets
+    ("RMSprop", {**RMSPROP, "alpha": 1.0, "centered": True, "eps": 1e-2}, ["random"]),  # averages stay 0
+    ("Adagrad", dict(lr=0.1, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
+                     maximize=False), ["zeros"]),
+]
+
+
+def _planted_case(hyper: dict, before: list[str]) -> dict:
+    rng = np.random.default_rng(15)
+    shape = (3,)
+    steps = [("zero_grad" if how == "zero_grad" else "grads",
+              [np.zeros(shape) if how != "random" else rng.uniform(-2.0, 2.0, shape)]) for how in before]
+    steps.append(("grads", [rng.uniform(-2.0, 2.0, shape)]))
+    return dict(dtype=np.float64, params=[rng.standard_normal(shape)], groups=[hyper], steps=steps,
+                torch_to_ours=len(steps), ours_to_torch=len(steps))
+
+
+@pytest.mark.parametrize(("kind", "hyper", "before"), PLANTED, ids=lambda value: str(value))
+def test_an_error_planted_after_zero_gradients_is_caught(monkeypatch, kind, hyper, before):
+    case = _planted_case(hyper, before)
+    check_against_torch(kind, case)  # the honest run passes
+    honest_step, calls = getattr(optim, kind).step, []
+
+    def planted_step(self, closure=None):
+        loss = honest_step(self, closure)
+        calls.append(self)
+        if len(calls) == len(case["steps"]):
+            for group in self.param_groups:
+                for param in group["params"]:
+                    param.data *= 1 + PLANTED_ERROR
+        return loss
+
+    monkeypatch.setattr(getattr(optim, kind), "step", planted_step)
+    with pytest.raises(AssertionError, match=f"step {len(before)} param 0: "):
+        check_against_torch(kind, case)
