@@ -35,8 +35,8 @@ class Tolerance:
 
 
 def tolerance(dtype: str, mode: str, kinks: bool = False) -> Tolerance:
-    """What each compared number is held to, from tinynn/testing/tolerances.py. ``kinks``: the stage
-    has a ReLU right after a BatchNorm (its ``RELU_AFTER_BATCHNORM``), which matters in float32 only."""
+    """What each compared number is held to, from tinynn/testing/tolerances.py. ``kinks``: the model
+    has ReLUs (the CNN stages), whose kinks matter in float32 only (PARITY_F32_KINK_STEP_FRACTION)."""
     if mode == "independent":
         return Tolerance(PARITY_F64_RTOL, accuracy_points=PARITY_F32_ACCURACY_POINTS, check_steps=False)
     if dtype == "float64":
@@ -129,7 +129,7 @@ class Checker:
         bound = self.tol.kink_step_fraction
         if bound is not None and self.result.kink_steps > bound * self.result.steps:
             self.result.fail(f"{self.result.kink_steps} of {self.result.steps} steps broke the gradient tolerance, "
-                             f"more than the {bound:.0%} a ReLU's kink after BatchNorm explains "
+                             f"more than the {bound:.0%} that ReLU kinks explain "
                              f"(first: {'; '.join(self.result.kink_examples)})")
 
     def _check_step(self, index: int, tinynn_step: Step, torch_step: Step) -> None:

@@ -78,15 +78,12 @@ def format_table(results: list[StageResult], config: RunConfig) -> str:
                               and r.end_to_end.get("bound") is None})
             bound = (f"; not bounded on {', '.join(chaotic)}, whose training at lr 0.5 is chaotic "
                      "(see parity/runner.py)" if chaotic else "")
-            own = sorted({f"{r.name} {r.end_to_end['bound']:g}" for r in results if r.mode == mode and r.end_to_end
-                          and r.end_to_end.get("bound") not in (None, tol.accuracy_points)})
-            bound += f" ({', '.join(own)}: measured torch against torch)" if own else ""
             rows.append(f"{config.dtype}, per step: each step from torch's weights held to {tol.rtol:g} rel / "
                         f"{tol.atol:g} abs; figures and seconds from independent runs, whose final val accuracy "
                         f"must agree within {tolerance(config.dtype, 'independent').accuracy_points:g}{bound}.")
             kinked = [f"{r.name} {r.kink_steps}/{r.steps}" for r in results if r.mode == mode and r.kink_steps]
             if kinked:
-                rows.append(f"steps kinked (a ReLU input after BatchNorm on the other side of 0; counted, at most "
+                rows.append(f"steps kinked (a ReLU input on the other side of 0; counted, at most "
                             f"{PARITY_F32_KINK_STEP_FRACTION:.0%}, not held to the tolerance): {', '.join(kinked)}.")
     return "\n".join(rows)
 

@@ -107,7 +107,7 @@ class StageResult:
     checked: dict[str, int] = field(default_factory=dict)  # arrays compared, per kind
     failures: list[str] = field(default_factory=list)
     failure_count: int = 0
-    kink_steps: int = 0  # float32 per step: steps a ReLU's kink after BatchNorm explains (parity/checks.py)
+    kink_steps: int = 0  # float32 per step: steps a ReLU's kink explains (parity/checks.py)
     kink_examples: list[str] = field(default_factory=list)
     kink_worst: dict[str, float] = field(default_factory=dict)  # the worst rel diffs on those steps
     error: str | None = None
@@ -240,7 +240,7 @@ def drive(stage: ModuleType, data: TutorialData, config: RunConfig, mode: str,
     import tinynn
 
     result = StageResult(stage.NAME, stage.TITLE, stage.KIND, mode, data=data.source)
-    checker = Checker(result, tolerance(config.dtype, mode, kinks=getattr(stage, "RELU_AFTER_BATCHNORM", False)))
+    checker = Checker(result, tolerance(config.dtype, mode, kinks=stage.KIND == "cnn"))  # the CNNs' ReLUs
     ctx = StageContext(data, config.epochs, config.seed)
     torch.manual_seed(config.seed)
     tinynn.manual_seed(config.seed)
@@ -289,8 +289,7 @@ def drive(stage: ModuleType, data: TutorialData, config: RunConfig, mode: str,
         same_dropout.close()
     checker.finish()
     if mode == "independent" and result.error is None:
-        bound = None if data.source in getattr(stage, "CHAOTIC_ON", CHAOTIC_DATA) else (
-            getattr(stage, "F32_ACCURACY_POINTS", PARITY_F32_ACCURACY_POINTS))
+        bound = None if data.source in getattr(stage, "CHAOTIC_ON", CHAOTIC_DATA) else PARITY_F32_ACCURACY_POINTS
         result.end_to_end = _end_to_end(result, bound)
     return result
 
@@ -304,8 +303,7 @@ def _epoch_line(result: StageResult, epoch: int, epochs: int) -> str:
 
 
 def _end_to_end(result: StageResult, bound: float | None) -> dict[str, Any]:
-    """Final validation accuracy of the independent runs, held to ``bound`` (None: chaotic data,
-    not bounded); a stage may set its own ``F32_ACCURACY_POINTS``, measured torch against torch."""
+    """Final validation accuracy of the independent runs, held to ``bound`` (None: chaotic data, not bounded)."""
     tinynn_acc = result.tinynn.val_accuracy[-1] if result.tinynn.val_accuracy else float("nan")
     torch_acc = result.torch.val_accuracy[-1] if result.torch.val_accuracy else float("nan")
     gap = abs(tinynn_acc - torch_acc)
@@ -366,8 +364,8 @@ def _summary_line(result: StageResult) -> str:
         lines.append(f"    error: {result.error}")
     lines += [f"    {failure}" for failure in result.failures[:3]]
     if result.kink_steps:
-        lines.append(f"    {result.kink_steps} of {result.steps} steps kinked (a ReLU input after BatchNorm on the "
-                     f"other side of 0 in float32; at most {100 * PARITY_F32_KINK_STEP_FRACTION:g}% may be)")
+        lines.append(f"    {result.kink_steps} of {result.steps} steps kinked (a ReLU input on the other side of 0 "
+                     f"in float32; at most {100 * PARITY_F32_KINK_STEP_FRACTION:g}% may be)")
     if result.failure_count > 3:
         lines.append(f"    ... {result.failure_count - 3} more failed checks")
     if result.end_to_end and not result.end_to_end.get("ok", False) and result.end_to_end.get("bound"):

@@ -260,7 +260,7 @@ def _step(loss: float, grad: float):
     return Step(np.float32(loss), {"w": weight}, {"w": np.array([grad, 1.0], dtype=np.float32)})
 
 
-def test_float32_steps_across_a_relu_kink_after_batchnorm_are_counted_not_failed_up_to_the_bound():
+def test_float32_steps_across_a_relu_kink_are_counted_not_failed_up_to_the_bound():
     from tinynn.testing.tolerances import PARITY_F32_KINK_STEP_FRACTION
 
     steps = 100

@@ -17,16 +17,11 @@ there would do nothing, and its gradient would be rounding noise (zero in exact 
 from __future__ import annotations
 
 from parity.events import Start
-from tinynn.testing.tolerances import PARITY_F32_BATCHNORM_ACCURACY_POINTS
 
 NAME = "batchnorm"
 TITLE = "BatchNorm and Dropout"
 KIND = "cnn"
 LR, P_DROP = 0.1, 0.2
-# float32: a ReLU right after each BatchNorm (see PARITY_F32_KINK_STEP_FRACTION), and end to end
-# torch against itself spreads 1.85 points in accuracy (PARITY_F32_BATCHNORM_ACCURACY_POINTS).
-RELU_AFTER_BATCHNORM = True
-F32_ACCURACY_POINTS = PARITY_F32_BATCHNORM_ACCURACY_POINTS
 
 
 def torch_model():

@@ -25,7 +25,6 @@ KIND = "cnn"
 DATASET = "fashion-mnist"
 CHAOTIC_ON = ()  # measured on this stage: see the module docstring and the closing note of issue 15
 MAX_LR, WEIGHT_DECAY, MAX_NORM = 0.01, 0.01, 1.0
-RELU_AFTER_BATCHNORM = True  # stage 14's model: see PARITY_F32_KINK_STEP_FRACTION
 
 
 def torch_version(ctx):
