@@ -12,10 +12,14 @@ from tinynn.nn.loss import CrossEntropyLoss, NLLLoss
 from tinynn.nn.loss_likelihood import BCELoss, BCEWithLogitsLoss, KLDivLoss
 from tinynn.nn.loss_regression import HuberLoss, L1Loss, MSELoss, SmoothL1Loss
 from tinynn.nn.module import Module
+from tinynn.nn.multihead_attention import MultiheadAttention
 from tinynn.nn.normalization import GroupNorm, LayerNorm
 from tinynn.nn.parameter import Parameter
 from tinynn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from tinynn.nn.rnn import GRU, LSTM, RNN
+from tinynn.nn.rnn_cells import GRUCell, LSTMCell, RNNCell
 from tinynn.nn.softmax import LogSoftmax, Softmax
+from tinynn.nn.sparse import Embedding
 
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Flatten", "Identity", "Lambda",
@@ -25,3 +29,4 @@ __all__ = [
 __all__ += ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm"]
 __all__ += ["BCELoss", "BCEWithLogitsLoss", "HuberLoss", "KLDivLoss", "L1Loss", "MSELoss", "SmoothL1Loss"]
 __all__ += ["ELU", "GELU", "Dropout", "Dropout2d", "Hardtanh", "LeakyReLU", "SiLU", "Sigmoid", "Softplus", "Tanh"]
+__all__ += ["GRU", "LSTM", "RNN", "Embedding", "GRUCell", "LSTMCell", "MultiheadAttention", "RNNCell"]

@@ -3,7 +3,8 @@
 The forward functions take torch's arguments in torch's order and return an ndarray. Each
 ``<op>_backward`` takes the upstream gradient and what the forward needs, and returns the
 gradients. The implementations live with their family (linear.py, activation.py, softmax.py, dropout.py, loss*.py,
-conv.py, pooling.py, batchnorm.py, normalization.py); this module only gathers them under torch's import path.
+conv.py, pooling.py, batchnorm.py, normalization.py, sparse.py, attention.py); this module only gathers
+them under torch's import path.
 """
 
 from tinynn.nn.activation import (
@@ -25,6 +26,11 @@ from tinynn.nn.activation import (
     softplus_backward,
     tanh,
     tanh_backward,
+)
+from tinynn.nn.attention import (
+    attention_dropout_noise,
+    scaled_dot_product_attention,
+    scaled_dot_product_attention_backward,
 )
 from tinynn.nn.batchnorm import batch_norm, batch_norm_backward
 from tinynn.nn.conv import conv2d, conv2d_backward
@@ -60,6 +66,7 @@ from tinynn.nn.pooling import (
     max_pool2d_backward,
 )
 from tinynn.nn.softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
+from tinynn.nn.sparse import embedding, embedding_backward, embedding_renorm_
 
 __all__ = [
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
@@ -76,3 +83,5 @@ __all__ += ["binary_cross_entropy", "binary_cross_entropy_backward", "binary_cro
 __all__ += ["dropout", "dropout2d", "dropout2d_backward", "dropout_backward", "dropout_noise", "elu", "elu_backward",
             "gelu", "gelu_backward", "hardtanh", "hardtanh_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
             "sigmoid_backward", "silu", "silu_backward", "softplus", "softplus_backward", "tanh", "tanh_backward"]
+__all__ += ["attention_dropout_noise", "embedding", "embedding_backward", "embedding_renorm_",
+            "scaled_dot_product_attention", "scaled_dot_product_attention_backward"]
