@@ -9,7 +9,10 @@ tinynn/optim/lr_scheduler/ have each formula). The runner compares every step's 
 gradients, weights, Adam's moments and step count, and the running statistics.
 
 Float64 training here is not chaotic, unlike the tutorial's lr 0.5 on Fashion-MNIST (see
-parity/runner.py), so it runs in lockstep like the MNIST stages: see CHAOTIC_ON.
+parity/runner.py): in lockstep over the full two epochs (1,564 steps, 2026-12-07) the two
+frameworks stayed within 2.8e-14 in loss and 1.1e-12 in gradients, so it runs in lockstep like the
+MNIST stages (CHAOTIC_ON is empty). In float32, torch against itself (initial weights one ulp
+apart) ended 0.34 points apart in validation accuracy.
 """
 
 # The tutorial's code as written: its loop names, which it does not use.
@@ -23,7 +26,7 @@ NAME = "adamw"
 TITLE = "AdamW, OneCycleLR and clipping"
 KIND = "cnn"
 DATASET = "fashion-mnist"
-CHAOTIC_ON = ()  # measured on this stage: see the module docstring and the closing note of issue 15
+CHAOTIC_ON = ()  # measured on this stage: see the module docstring
 MAX_LR, WEIGHT_DECAY, MAX_NORM = 0.01, 0.01, 1.0
 
 
