@@ -236,3 +236,16 @@ def test_gelu_matches_torch_over_a_wide_range_in_float64():
     body = x >= -3
     assert (np.abs(F.gelu(x) - expected)[body] <= 1e-10 * np.abs(expected[body])).all()
     assert (np.abs(F.gelu(x) - expected)[~body] <= 4 * np.finfo(np.float64).eps * np.abs(x[~body])).all()
+
+
+@pytest.mark.parametrize("name", ["leaky_relu", "elu", "gelu", "silu", "softplus"])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_])
+def test_integer_and_bool_inputs_are_refused_with_torchs_error(name, dtype):
+    import torch
+
+    x = np.array([1, 0, 1], dtype=dtype)
+    with pytest.raises(NotImplementedError) as theirs:
+        getattr(torch.nn.functional, name)(torch.from_numpy(x))
+    with pytest.raises(NotImplementedError) as ours:
+        getattr(F, name)(x)
+    assert str(ours.value) == str(theirs.value)

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from tinynn._dtype import torch_name
 from tinynn._textbook import is_textbook
 from tinynn.nn._special import erf
 from tinynn.nn.module import Module
@@ -30,6 +31,14 @@ _SQRT1_2 = math.sqrt(0.5)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)  # the normal density's factor, torch's kBeta
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)  # gelu's tanh approximation (torch's kBeta there)
 _KAPPA = 0.044715
+
+
+def _floating_only(input: np.ndarray, kernel: str) -> None:
+    """torch's refusal of an integer or bool input (its CPU kernels exist for floating types only),
+    instead of NumPy's silent promotion to float64."""
+    dtype = np.asarray(input).dtype
+    if dtype.kind not in "fc":
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{torch_name(dtype)}\'')
 
 
 def _write(input: np.ndarray, output: np.ndarray, inplace: bool) -> np.ndarray:
@@ -91,6 +100,7 @@ def tanh_backward(grad_output: np.ndarray, output: np.ndarray) -> np.ndarray:
 @np.errstate(invalid="ignore")  # inf * 0 is NaN, silently, as in torch
 def leaky_relu(input: np.ndarray, negative_slope: float = 0.01, inplace: bool = False) -> np.ndarray:
     """y = x if x > 0 else negative_slope * x (NaN stays NaN); in place writes into ``input``."""
+    _floating_only(input, "leaky_relu_cpu")
     return _write(input, np.where(input > 0, input, input * negative_slope), inplace)
 
 
@@ -114,6 +124,7 @@ def leaky_relu_backward(grad_output: np.ndarray, input_or_output: np.ndarray, ne
 
 def elu(input: np.ndarray, alpha: float = 1.0, inplace: bool = False) -> np.ndarray:
     """y = x if x > 0 else alpha * (exp(x) - 1), through expm1 (exact for tiny x); NaN stays NaN."""
+    _floating_only(input, "elu_cpu")
     # Positive entries zeroed first (their branch is discarded; expm1(1000) would overflow); -0 and NaN kept.
     negative = alpha * np.expm1(np.where(input > 0, 0, input))
     return _write(input, np.where(input > 0, input, negative), inplace)
@@ -151,6 +162,7 @@ def gelu(input: np.ndarray, approximate: str = "none") -> np.ndarray:
     writes it, ``1 + erf``, which loses the tail for x < -5 in both (gelu(-10) is -0), so they agree.
     """
     _check_approximate(approximate)
+    _floating_only(input, "GeluKernelImpl")
     if approximate == "tanh":
         return 0.5 * input * (1 + np.tanh(_SQRT_2_OVER_PI * (input + _KAPPA * input * input * input)))
     return input * 0.5 * (1 + erf(input * _SQRT1_2))
@@ -178,6 +190,7 @@ def gelu_backward(grad_output: np.ndarray, input: np.ndarray, approximate: str =
 @np.errstate(over="ignore", invalid="ignore")  # exp(-x) = inf: x / inf = -0; at x = -inf, -inf / inf is NaN, as torch
 def silu(input: np.ndarray, inplace: bool = False) -> np.ndarray:
     """y = x * sigmoid(x), computed as torch does: x / (1 + exp(-x))."""
+    _floating_only(input, "silu_cpu")
     return _write(input, input / (1 + np.exp(-input)), inplace)
 
 
@@ -196,6 +209,7 @@ def silu_backward(grad_output: np.ndarray, input: np.ndarray) -> np.ndarray:
 def softplus(input: np.ndarray, beta: float = 1.0, threshold: float = 20.0) -> np.ndarray:
     """y = log(1 + exp(beta x)) / beta, or x where beta x > threshold (torch's rule: there the two
     differ by less than exp(-threshold) / beta, and exp would overflow for large x)."""
+    _floating_only(input, "softplus_cpu")
     scaled = input * beta
     return np.where(scaled > threshold, input, np.log1p(np.exp(scaled)) / beta)
 
