@@ -92,7 +92,7 @@ class Checker:
         if kind == "val_accuracy" and self.tol.accuracy_points is not None:
             if not diff <= self.tol.accuracy_points:
                 self._fail(kind, f"{label}: tinynn {float(a):.4f} vs torch {float(e):.4f}, "
-                                 f"more than {self.tol.accuracy_points:g} apart")
+                           f"more than {self.tol.accuracy_points:g} apart")
             return
         rtol = self.tol.rtol
         if kind == "val_accuracy" and self.tol.accuracy_rtol is not None:

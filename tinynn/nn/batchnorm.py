@@ -60,9 +60,9 @@ def normalize(input: np.ndarray, axes: tuple[int, ...], eps: float,
     """
     count = math.prod(input.shape[axis] for axis in axes)
     mean = input.sum(axis=axes, keepdims=True, dtype=accumulate) / count
-    centered = input - mean.astype(input.dtype)  # two passes (mean, then squares): no cancellation
+    centered = input - mean.astype(input.dtype, copy=False)  # two passes (mean, then squares): no cancellation
     var = (centered * centered).sum(axis=axes, keepdims=True, dtype=accumulate) / count
-    invstd = (1 / np.sqrt(var + eps)).astype(input.dtype)
+    invstd = (1 / np.sqrt(var + eps)).astype(input.dtype, copy=False)
     return centered * invstd, invstd, mean, var
 
 
@@ -76,8 +76,8 @@ def normalize_backward(grad_xhat: np.ndarray, xhat: np.ndarray, invstd: np.ndarr
     """
     count = math.prod(xhat.shape[axis] for axis in axes)
     dtype = grad_xhat.dtype
-    sum_grad = grad_xhat.sum(axis=axes, keepdims=True, dtype=accumulate).astype(dtype)
-    sum_grad_xhat = (grad_xhat * xhat).sum(axis=axes, keepdims=True, dtype=accumulate).astype(dtype)
+    sum_grad = grad_xhat.sum(axis=axes, keepdims=True, dtype=accumulate).astype(dtype, copy=False)
+    sum_grad_xhat = (grad_xhat * xhat).sum(axis=axes, keepdims=True, dtype=accumulate).astype(dtype, copy=False)
     return (invstd / count) * (count * grad_xhat - sum_grad - xhat * sum_grad_xhat)
 
 
