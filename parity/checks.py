@@ -127,7 +127,9 @@ class Checker:
     def finish(self) -> None:
         """After the last step: too many kinked steps is a failure (PARITY_F32_KINK_STEP_FRACTION)."""
         bound = self.tol.kink_step_fraction
-        if bound is not None and self.result.kink_steps > bound * self.result.steps:
+        # One kinked step is always allowed: in a short run (the tests' 10 steps) a single kink is
+        # 10% of the steps, while a wrong gradient kinks every step.
+        if bound is not None and self.result.kink_steps > max(1.0, bound * self.result.steps):
             self.result.fail(f"{self.result.kink_steps} of {self.result.steps} steps broke the gradient tolerance, "
                              f"more than the {bound:.0%} that ReLU kinks explain "
                              f"(first: {'; '.join(self.result.kink_examples)})")

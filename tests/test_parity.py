@@ -277,6 +277,16 @@ def test_float32_steps_across_a_relu_kink_are_counted_not_failed_up_to_the_bound
     assert result.failure_count == 1 and "broke the gradient tolerance" in result.failures[0]
 
 
+def test_float32_one_kinked_step_in_a_short_run_is_allowed_two_are_not():
+    result, checker = _kink_checker(10)
+    result.steps, result.kink_steps = 10, 1
+    checker.finish()
+    assert result.failure_count == 0
+    result.kink_steps = 2
+    checker.finish()
+    assert result.failure_count == 1
+
+
 def test_float32_loss_of_a_kinked_stage_is_still_held_at_every_step():
     result, checker = _kink_checker(1)
     result.steps = 1
