@@ -1,6 +1,6 @@
 """scaled_dot_product_attention and MultiheadAttention against torch autograd: outputs, every input
 gradient and every parameter gradient under random upstream gradients (never a plain sum), masks of
-each kind, layouts, dropout (tinynn's noise replayed into torch), gradcheck, errors, and a property
+each kind, layouts, dropout (torch's own masks, replayed into tinynn), gradcheck, errors, and a property
 over random sizes, heads, options and masks."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tinynn.nn.attention import (
 )
 from tinynn.nn.module import Module
 from tinynn.nn.multihead_attention import MultiheadAttention
-from tinynn.testing import assert_close, gradcheck, torch_tolerances
+from tinynn.testing import assert_close, gradcheck, replay_torch_dropout, torch_dropout_masks, torch_tolerances
 
 TORCH_DTYPE = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
 
@@ -294,23 +294,46 @@ def test_mha_self_attention_gradient_is_the_sum_of_the_three():
     _close(sum(module.backward(grad_output)), x_t.grad, "grad_x")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("config", [dict(add_zero_attn=True), dict(batch_first=True, add_bias_kv=True)])
 @pytest.mark.parametrize("need_weights", [True, False])
-def test_mha_training_dropout_with_tinynns_noise_replayed_into_torch(need_weights, monkeypatch):
+def test_mha_training_dropout_matches_torch_with_its_own_masks(need_weights, config, dtype):
+    # torch's weights path calls F.dropout, its SDPA path draws inside C++: replay_torch_dropout reads both.
     rng = np.random.default_rng(9)
-    module, reference = _mha_pair(dict(dropout=0.3, add_zero_attn=True))
-    inputs = _mha_inputs(module, rng, 3, 5, 2, np.float64)
-    tinynn.manual_seed(1)  # the noise the module's forward will draw: (N * H, L, S + 1)
-    noise = attention_dropout_noise(np.empty((4, 3, 1)), np.empty((4, 6, 1)), 0.3)
-    monkeypatch.setattr(TF, "dropout", lambda input, p=0.5, training=True, inplace=False: input * _torch(noise))
-    tinynn.manual_seed(1)
-    if need_weights:  # torch's weights path calls F.dropout, replayed here
-        _check_mha(module, reference, inputs, rng)
-    else:  # its SDPA path draws inside C++: held to tinynn's own weights path instead
-        output, _ = module(*inputs, need_weights=False)
-        tinynn.manual_seed(1)
-        _close(output, module(*inputs)[0], "attn_output")
+    module, reference = _mha_pair(dict(dropout=0.3, **config), dtype)
+    inputs = _mha_inputs(module, rng, 3, 5, 2, dtype)
+    with replay_torch_dropout(reference) as masks:
+        for _ in range(2):  # a second step draws new masks, in order
+            reference.zero_grad()
+            _check_mha(module, reference, inputs, rng, need_weights=need_weights)
+    assert masks.used == 2
     module.eval()  # eval: no dropout at all
     _close(module(*inputs)[0], reference.eval()(*map(_torch, inputs))[0], "eval output")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sdpa_dropout_matches_torch_with_the_masks_it_drew(dtype):
+    rng = np.random.default_rng(12)
+    q, k, v, kwargs = _sdpa_case("bool_mask", rng, dtype)
+    tensors = [_torch(x, grad=True) for x in (q, k, v)]
+    state = torch.get_rng_state()
+    expected = TF.scaled_dot_product_attention(*tensors, dropout_p=0.4, **{"attn_mask": _torch(kwargs["attn_mask"])})
+    (mask,) = torch_dropout_masks(state, 0.4, [(2, 3, 5)], TORCH_DTYPE[np.dtype(dtype)])
+    noise = mask.astype(dtype) / dtype(1 - 0.4)
+    grad_output = rng.uniform(-1, 1, expected.shape).astype(dtype)
+    expected.backward(_torch(grad_output))
+    _close(scaled_dot_product_attention(q, k, v, dropout_p=0.4, noise=noise, **kwargs), expected, "output")
+    grads = scaled_dot_product_attention_backward(grad_output, q, k, v, dropout_p=0.4, noise=noise, **kwargs)
+    for name, grad, tensor in zip(("query", "key", "value"), grads, tensors):
+        _close(grad, tensor.grad, f"grad_{name}")
+
+
+def test_replay_refuses_attention_dropout_that_torch_drew_on_cuda(monkeypatch):
+    module, reference = _mha_pair(dict(dropout=0.3))
+    inputs = [_torch(x) for x in _mha_inputs(module, np.random.default_rng(0), 3, 5, 2, np.float64)]
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    with pytest.raises(RuntimeError, match="ran on CUDA"), replay_torch_dropout(reference, strict=False):
+        reference(*inputs)
 
 
 def test_mha_backward_accumulates_and_can_skip_input_gradients():

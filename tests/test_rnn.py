@@ -18,7 +18,7 @@ import tinynn
 from tests.helpers import outcome
 from tinynn.nn.module import Module
 from tinynn.nn.rnn import GRU, LSTM, RNN
-from tinynn.testing import assert_close, gradcheck, torch_tolerances
+from tinynn.testing import assert_close, gradcheck, replay_torch_dropout, torch_tolerances
 
 LAYERS = [(RNN, torch.nn.RNN, {}), (RNN, torch.nn.RNN, dict(nonlinearity="relu")), (LSTM, torch.nn.LSTM, {}),
           (GRU, torch.nn.GRU, {})]
@@ -44,14 +44,16 @@ def _pair(ours, theirs, kwargs, dtype=np.float64, **config):
 def compare_layer(ours, theirs, kwargs, *, seq_len: int, batch: int | None, input_size: int = 3,
                   hidden_size: int = 4, num_layers: int = 1, bidirectional: bool = False, batch_first: bool = False,
                   bias: bool = True, with_hx: bool = True, grad_parts: tuple[bool, ...] = (True, True, True),
-                  dtype=np.float64, seed: int = 0, repeats: int = 1) -> None:
+                  dtype=np.float64, seed: int = 0, repeats: int = 1, dropout: float = 0.0) -> None:
     """One layer against torch, ``repeats`` times without zero_grad (weight grads add up).
 
     ``grad_parts``: which of (output, h_n, c_n) get an upstream gradient; the others are passed as None.
+    ``dropout``: between the layers, in training mode, with torch's masks replayed into tinynn.
     """
     rng = np.random.default_rng(seed)
     module, reference = _pair(ours, theirs, kwargs, dtype, input_size=input_size, hidden_size=hidden_size,
-                              num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias)
+                              num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias,
+                              dropout=dropout)
     lstm, directions = ours is LSTM, 2 if bidirectional else 1
     rtol, atol = torch_tolerances(dtype)
     if batch is None:
@@ -66,7 +68,9 @@ def compare_layer(ours, theirs, kwargs, *, seq_len: int, batch: int | None, inpu
         states_t = [torch.tensor(state, requires_grad=True) for state in states]
         hx = (tuple(states) if lstm else states[0]) if with_hx else None
         hx_t = (tuple(states_t) if lstm else states_t[0]) if with_hx else None
-        (output, state), (output_t, state_t) = module(x, hx), reference(x_t, hx_t)
+        with replay_torch_dropout(reference) as masks:  # torch first: tinynn takes the masks it drew
+            (output_t, state_t), (output, state) = reference(x_t, hx_t), module(x, hx)
+        assert masks.used == (num_layers - 1 if 0 < dropout < 1 and num_layers > 1 else 0)
         results, expected = [output, *(state if lstm else [state])], [output_t, *(state_t if lstm else [state_t])]
         for mine, value, name in zip(results, expected, ["output", "h_n", "c_n"]):
             assert_close(mine, value, rtol=rtol, atol=atol, name=name)
@@ -201,7 +205,16 @@ def test_state_dict_repr_and_init_are_torchs(ours, theirs, kwargs):
 
 
 @pytest.mark.parametrize("ours, theirs, kwargs", LAYERS, ids=IDS)
-def test_dropout_warns_like_torch_refuses_in_training_and_is_off_in_eval(ours, theirs, kwargs):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bidirectional, batch_first, batch", [(False, False, 2), (True, True, 3), (True, False, None)])
+def test_dropout_between_layers_matches_torch_with_its_masks(ours, theirs, kwargs, dtype, bidirectional,
+                                                             batch_first, batch):
+    compare_layer(ours, theirs, kwargs, seq_len=4, batch=batch, num_layers=3, bidirectional=bidirectional,
+                  batch_first=batch_first, dtype=dtype, dropout=0.4, repeats=2)
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", LAYERS, ids=IDS)
+def test_dropout_warns_like_torch_and_is_off_in_eval_and_for_p_one_drops_everything(ours, theirs, kwargs):
     with warnings.catch_warnings(record=True) as mine:
         warnings.simplefilter("always")
         ours(3, 4, dropout=0.5, **kwargs)
@@ -209,13 +222,12 @@ def test_dropout_warns_like_torch_refuses_in_training_and_is_off_in_eval(ours, t
         warnings.simplefilter("always")
         theirs(3, 4, dropout=0.5, **kwargs)
     assert [str(w.message) for w in mine] == [str(w.message) for w in expected] and len(mine) == 1
-    module = ours(3, 4, num_layers=2, dropout=0.5, **kwargs)
-    with pytest.raises(NotImplementedError, match="dropout"):
-        module(np.zeros((2, 1, 3), np.float32))
     module, reference = _pair(ours, theirs, kwargs, input_size=3, hidden_size=4, num_layers=2, dropout=0.5)
     module.eval(), reference.eval()
     x = np.random.default_rng(0).standard_normal((3, 2, 3))
     assert_close(module(x)[0], reference(torch.tensor(x))[0], rtol=1e-10, name="eval output")
+    # p = 1: the upper layer sees zeros, so its output does not depend on x (torch draws nothing).
+    compare_layer(ours, theirs, kwargs, seq_len=3, batch=2, num_layers=2, dropout=1.0)
 
 
 def test_proj_size_and_packed_sequences_are_refused():

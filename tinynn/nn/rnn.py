@@ -15,7 +15,9 @@ and every step ADDS its share into dW_ih, dW_hh, db_ih, db_hh (the weights are s
 The LSTM carries dc_t backwards the same way. Stacked layers feed each layer's output to the next
 layer as its input, so the backward runs the layers top down, each layer's input gradient becoming
 the output gradient of the layer below; a bidirectional layer's input gradient is the sum of its
-two directions', and its output is the two directions' hidden states side by side.
+two directions', and its output is the two directions' hidden states side by side. With
+``dropout`` p, while training, each layer's output but the last's is multiplied by dropout noise
+(keep / (1 - p)) before the next layer reads it, and its gradient by the same noise on the way down.
 
 Layout as in torch: input (T, N, input_size), or (N, T, input_size) with ``batch_first``, or (T,
 input_size) unbatched; h_0 and h_n (num_layers * num_directions, N, hidden_size), layer-major.
@@ -32,6 +34,7 @@ import numpy as np
 
 from tinynn._dtype import as_float_dtype, float32
 from tinynn.nn import init
+from tinynn.nn.dropout import dropout_backward, dropout_noise
 from tinynn.nn.module import Module
 from tinynn.nn.parameter import Parameter
 from tinynn.nn.rnn_cells import (
@@ -220,9 +223,6 @@ class RNNBase(Module):
             if state.shape != expected:
                 what = f"hidden[{index}]" if lstm else "hidden"
                 raise RuntimeError(f"Expected {what} size {expected}, got {list(state.shape)}")
-        if self.dropout > 0 and self.training and self.num_layers > 1:
-            raise NotImplementedError(f"{name}(dropout={self.dropout}) in training mode is not implemented in tinynn "
-                                      "yet: use dropout=0, or call .eval() (dropout is then off, as in torch)")
         return (input.swapaxes(0, 1) if self.batch_first else input), states, batched
 
     def forward(self, input: np.ndarray, hx: Any = None) -> tuple[np.ndarray, Any]:
@@ -233,7 +233,7 @@ class RNNBase(Module):
         if states is None:
             states = [np.zeros(state_shape, dtype=x.dtype) for _ in range(2 if lstm else 1)]
         h_n, c_n = np.empty(state_shape, dtype=x.dtype), np.empty(state_shape, dtype=x.dtype) if lstm else None
-        layer_input, layer_inputs, all_steps = x, [], []
+        layer_input, layer_inputs, all_steps, noises = x, [], [], []
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(directions):
@@ -248,7 +248,12 @@ class RNNBase(Module):
                 all_steps.append(steps)
             layer_inputs.append(layer_input)
             layer_input = np.concatenate(outputs, axis=2) if directions == 2 else outputs[0]
-        self.save_for_backward(layer_inputs, all_steps, layer_input.shape, batched, hx is not None)
+            # torch: dropout on every layer's output but the last, while training (noise None otherwise).
+            last = layer == self.num_layers - 1
+            noises.append(None if last else dropout_noise(layer_input, self.dropout, self.training))
+            if noises[-1] is not None:
+                layer_input = layer_input * noises[-1]
+        self.save_for_backward(layer_inputs, all_steps, noises, layer_input.shape, batched, hx is not None)
         output = layer_input.swapaxes(0, 1) if self.batch_first else layer_input
         if not batched:
             output, h_n = output.squeeze(0 if self.batch_first else 1), h_n[:, 0]
@@ -279,7 +284,7 @@ class RNNBase(Module):
         """``backward((grad_output, grad_h_n))`` (LSTM: ``(grad_output, (grad_h_n, grad_c_n))``), any part
         None; a bare array is grad_output alone. Returns grad_input, or with an initial state given to the
         forward (grad_input, grad_h0) (LSTM: (grad_input, (grad_h0, grad_c0))). Adds into the weights' grads."""
-        layer_inputs, all_steps, output_shape, batched, had_hx = self.saved_tensors()
+        layer_inputs, all_steps, noises, output_shape, batched, had_hx = self.saved_tensors()
         lstm, directions = self.mode == "LSTM", 2 if self.bidirectional else 1
         if grad_output is None or isinstance(grad_output, np.ndarray):
             grad_output, grad_state = grad_output, None
@@ -292,6 +297,7 @@ class RNNBase(Module):
         grad_c_n = self._batched_grad(grad_c_n, state_shape, batched, "grad_c_n", False) if lstm else None
         grad_h0, grad_c0 = np.empty_like(grad_h_n), np.empty_like(grad_h_n) if lstm else None
         for layer in reversed(range(self.num_layers)):
+            grad_layer_output = dropout_backward(grad_layer_output, noises[layer])
             grad_layer_input = None
             for direction in range(directions):
                 index, hidden = layer * directions + direction, slice(direction * self.hidden_size,

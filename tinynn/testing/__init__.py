@@ -48,16 +48,29 @@ Both return True or raise AssertionError naming the gradient that is wrong (``in
               expected = torch_model(torch.from_numpy(x))  # torch draws its masks...
               output = model(x)                           # ...and tinynn takes them: bit for bit equal
 
+  torch's RNN, LSTM, GRU and MultiheadAttention, which draw inside C++, are replayed too (CPU);
+  ``torch_dropout_masks(rng_state, p, shapes)`` reads the masks of such a draw by hand (for
+  ``F.scaled_dot_product_attention(..., dropout_p=p)``, say).
+
 Only NumPy is imported here: torch is imported inside ``assert_matches_torch`` and ``replay_torch_dropout``.
 """
 
 from tinynn.testing import tolerances
 from tinynn.testing.compare import assert_close, relative_error, to_numpy
-from tinynn.testing.dropout import replay_torch_dropout
+from tinynn.testing.dropout import replay_torch_dropout, torch_dropout_masks
 from tinynn.testing.gradcheck import default_grad_output, gradcheck, numerical_grad
 from tinynn.testing.torch_check import assert_matches_torch, torch_tolerances
 
 __all__ = [
-    "assert_close", "assert_matches_torch", "default_grad_output", "gradcheck", "numerical_grad", "relative_error",
-    "replay_torch_dropout", "to_numpy", "tolerances", "torch_tolerances",
+    "assert_close",
+    "assert_matches_torch",
+    "default_grad_output",
+    "gradcheck",
+    "numerical_grad",
+    "relative_error",
+    "replay_torch_dropout",
+    "to_numpy",
+    "tolerances",
+    "torch_dropout_masks",
+    "torch_tolerances",
 ]
