@@ -20,6 +20,7 @@ from tinynn.nn.rnn import GRU, LSTM, RNN
 from tinynn.nn.rnn_cells import GRUCell, LSTMCell, RNNCell
 from tinynn.nn.softmax import LogSoftmax, Softmax
 from tinynn.nn.sparse import Embedding
+from tinynn.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Flatten", "Identity", "Lambda",
@@ -30,3 +31,4 @@ __all__ += ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm"]
 __all__ += ["BCELoss", "BCEWithLogitsLoss", "HuberLoss", "KLDivLoss", "L1Loss", "MSELoss", "SmoothL1Loss"]
 __all__ += ["ELU", "GELU", "Dropout", "Dropout2d", "Hardtanh", "LeakyReLU", "SiLU", "Sigmoid", "Softplus", "Tanh"]
 __all__ += ["GRU", "LSTM", "RNN", "Embedding", "GRUCell", "LSTMCell", "MultiheadAttention", "RNNCell"]
+__all__ += ["TransformerEncoder", "TransformerEncoderLayer"]
