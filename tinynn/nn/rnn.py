@@ -6,12 +6,18 @@ state to the next::
     h_t = cell(x_t, h_{t-1})            t = 0 .. T-1   (T-1 .. 0 for the reverse direction)
     output = [h_0', h_1', ..., h_{T-1}']
 
+The cell's input projection x_t @ W_ih.T + b_ih does not depend on h, so it is one product for
+all T steps before the loop; the loop does only h_{t-1} @ W_hh.T + b_hh and the cell's gates.
+
 Backpropagation through time walks the same steps backwards. The gradient reaching h_t has two
 sources, the output at step t and the step after it (which read h_t as its previous state)::
 
-    dh_t = d(output)_t + (dh_{t-1} returned by step t+1's backward)
+    dh_t = d(output)_t + dB_{t+1} @ W_hh       (the GRU adds z_{t+1} * dh_{t+1}: h_t reaches h_{t+1} directly)
 
-and every step ADDS its share into dW_ih, dW_hh, db_ih, db_hh (the weights are shared over time).
+with dA_t, dB_t the gradients of step t's gates_ih and gates_hh (the cells' gates backward). The
+loop computes only those; the weights are shared over time, so each weight's gradient is a sum over
+the steps, one product over all of them after the loop: dW_ih = dA.T @ x, dW_hh = dB.T @ h_prev
+(the h_{t-1} each step read), db = the sums of dA and dB, and the input's gradient dx = dA @ W_ih.
 The LSTM carries dc_t backwards the same way. Stacked layers feed each layer's output to the next
 layer as its input, so the backward runs the layers top down, each layer's input gradient becoming
 the output gradient of the layer below; a bidirectional layer's input gradient is the sum of its
@@ -38,44 +44,44 @@ from tinynn.nn.dropout import dropout_backward, dropout_noise
 from tinynn.nn.module import Module
 from tinynn.nn.parameter import Parameter
 from tinynn.nn.rnn_cells import (
-    gru_cell,
-    gru_cell_backward,
-    lstm_cell,
-    lstm_cell_backward,
-    rnn_cell,
-    rnn_cell_backward,
+    _project,
+    gru_gates,
+    gru_gates_backward,
+    lstm_gates,
+    lstm_gates_backward,
+    rnn_gates,
+    rnn_gates_backward,
 )
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+_NONLINEARITY = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}
 Weights = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
 
 
-# ---------------------------------------------------------------------------------------- one step
-def _step(mode: str, input: np.ndarray, hx: np.ndarray, cx: np.ndarray | None,
-          weights: Weights) -> tuple[np.ndarray, np.ndarray | None, Any]:
-    """(h', c' or None, what the step's backward needs) for one time step of ``mode``."""
+# ---------------------------------------------------------------------------------------- one step's gates
+def _gates(mode: str, gates_ih: np.ndarray, gates_hh: np.ndarray, hx: np.ndarray,
+           cx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    """(h', c' or None, what the step's backward needs) from one step's two affine maps."""
     if mode == "LSTM":
-        return lstm_cell(input, hx, cx, *weights)
+        return lstm_gates(gates_ih, gates_hh, cx)
     if mode == "GRU":
-        h_new, saved = gru_cell(input, hx, *weights)
+        h_new, saved = gru_gates(gates_ih, gates_hh, hx)
         return h_new, None, saved
-    h_new = rnn_cell(input, hx, *weights, nonlinearity="tanh" if mode == "RNN_TANH" else "relu")
+    h_new = rnn_gates(gates_ih, gates_hh, _NONLINEARITY[mode])
     return h_new, None, h_new
 
 
-def _step_backward(mode: str, grad_h: np.ndarray, grad_c: np.ndarray | None, input: np.ndarray, hx: np.ndarray,
-                   cx: np.ndarray | None, saved: Any, weights: Weights) -> tuple[Any, ...]:
-    """(dx, dh, dc or None, dW_ih, dW_hh, db_ih, db_hh) for one time step of ``mode``."""
-    weight_ih, weight_hh, bias_ih, _ = weights
-    has_bias = bias_ih is not None
+def _gates_backward(mode: str, grad_h: np.ndarray, grad_c: np.ndarray | None, hx: np.ndarray,
+                    cx: np.ndarray | None, saved: Any) -> tuple[Any, ...]:
+    """(dA, dB, dh's direct part or None, dc or None) for one step: dA and dB the gradients of its
+    gates_ih and gates_hh (the same array but for the GRU)."""
     if mode == "LSTM":
-        return lstm_cell_backward(grad_h, grad_c, input, hx, cx, saved, weight_ih, weight_hh, has_bias)
+        grad_gates, grad_cx = lstm_gates_backward(grad_h, grad_c, cx, saved)
+        return grad_gates, grad_gates, None, grad_cx
     if mode == "GRU":
-        grad_input, grad_hx, *grad_params = gru_cell_backward(grad_h, input, hx, saved, weight_ih, weight_hh, has_bias)
-    else:
-        grad_input, grad_hx, *grad_params = rnn_cell_backward(
-            grad_h, input, hx, saved, weight_ih, weight_hh, has_bias, "tanh" if mode == "RNN_TANH" else "relu")
-    return (grad_input, grad_hx, None, *grad_params)
+        return (*gru_gates_backward(grad_h, hx, saved), None)
+    grad_pre = rnn_gates_backward(grad_h, saved, _NONLINEARITY[mode])
+    return grad_pre, grad_pre, None, None
 
 
 # ---------------------------------------------------------------------------------------- one layer, one direction
@@ -86,12 +92,17 @@ def recurrent_layer(mode: str, input: np.ndarray, h0: np.ndarray, c0: np.ndarray
     input (T, N, F), h0 and c0 (N, H) (c0 None unless LSTM). Returns (output (T, N, H), h_n, c_n,
     steps), ``steps[t]`` = (h_{t-1}, c_{t-1}, saved): what the backward of step t needs.
     """
-    times = range(input.shape[0] - 1, -1, -1) if reverse else range(input.shape[0])
-    output = np.empty((input.shape[0], input.shape[1], h0.shape[-1]), dtype=h0.dtype)
-    steps: list = [None] * input.shape[0]
+    weight_ih, weight_hh, bias_ih, bias_hh = weights
+    seq_len, batch, features = input.shape
+    # x_t @ W_ih.T + b_ih for every t at once, (T, N, k H): it does not depend on h.
+    gates_x = _project(input.reshape(seq_len * batch, features), weight_ih, bias_ih)
+    gates_x = gates_x.reshape(seq_len, batch, weight_ih.shape[0])
+    times = range(seq_len - 1, -1, -1) if reverse else range(seq_len)
+    output = np.empty((seq_len, batch, h0.shape[-1]), dtype=h0.dtype)
+    steps: list = [None] * seq_len
     hx, cx = h0, c0
     for t in times:
-        h_new, c_new, saved = _step(mode, input[t], hx, cx, weights)
+        h_new, c_new, saved = _gates(mode, gates_x[t], _project(hx, weight_hh, bias_hh), hx, cx)
         steps[t] = (hx, cx, saved)
         output[t] = h_new
         hx, cx = h_new, c_new
@@ -99,24 +110,37 @@ def recurrent_layer(mode: str, input: np.ndarray, h0: np.ndarray, c0: np.ndarray
 
 
 def recurrent_layer_backward(mode: str, grad_output: np.ndarray, grad_h_n: np.ndarray, grad_c_n: np.ndarray | None,
-                             input: np.ndarray, steps: list, weights: Weights,
-                             reverse: bool = False) -> tuple[Any, ...]:
+                             input: np.ndarray, steps: list, weights: Weights, reverse: bool = False,
+                             needs_input_grad: bool = True) -> tuple[Any, ...]:
     """BPTT through ``recurrent_layer``: the steps in the opposite order to the forward's.
 
     grad_output (T, N, H), grad_h_n and grad_c_n (N, H). At each step the hidden state's gradient
     is the output's at that step plus what the later step sent back (see the module docstring).
-    Returns (grad_input (T, N, F), grad_h0, grad_c0 or None, [dW_ih, dW_hh, db_ih, db_hh]), the
-    weight gradients summed over the steps (the biases' None without bias).
+    Returns (grad_input (T, N, F) or None if not ``needs_input_grad``, grad_h0, grad_c0 or None,
+    [dW_ih, dW_hh, db_ih, db_hh]), the weight gradients summed over the steps (biases' None without bias).
     """
-    times = range(input.shape[0]) if reverse else range(input.shape[0] - 1, -1, -1)
-    grad_input = np.empty(input.shape, dtype=grad_output.dtype)
+    weight_ih, weight_hh, bias_ih, _ = weights
+    seq_len, batch, features = input.shape
+    times = range(seq_len) if reverse else range(seq_len - 1, -1, -1)
+    grads_ih: list = [None] * seq_len
+    grads_hh: list = [None] * seq_len
     grad_h, grad_c = grad_h_n, grad_c_n
-    grad_params: list = [None, None, None, None]
     for t in times:
         hx, cx, saved = steps[t]
-        grad_input[t], grad_h, grad_c, *step_grads = _step_backward(
-            mode, grad_h + grad_output[t], grad_c, input[t], hx, cx, saved, weights)
-        grad_params = [step if total is None else total + step for total, step in zip(grad_params, step_grads)]
+        grads_ih[t], grads_hh[t], grad_h_direct, grad_c = _gates_backward(
+            mode, grad_h + grad_output[t], grad_c, hx, cx, saved)
+        grad_h = grads_hh[t] @ weight_hh
+        if grad_h_direct is not None:
+            grad_h = grad_h + grad_h_direct
+    # All T steps' rows at once: (T * N, k H) against the inputs and previous states each step read.
+    rows, gate_rows = seq_len * batch, weight_ih.shape[0]
+    grad_ih = np.stack(grads_ih).reshape(rows, gate_rows)
+    grad_hh = np.stack(grads_hh).reshape(rows, gate_rows) if mode == "GRU" else grad_ih
+    h_prev = np.stack([hx for hx, _, _ in steps]).reshape(rows, weight_hh.shape[1])
+    has_bias = bias_ih is not None
+    grad_params = [grad_ih.T @ input.reshape(rows, features), grad_hh.T @ h_prev,
+                   grad_ih.sum(0) if has_bias else None, grad_hh.sum(0) if has_bias else None]
+    grad_input = (grad_ih @ weight_ih).reshape(input.shape) if needs_input_grad else None
     return grad_input, grad_h, grad_c, grad_params
 
 
@@ -305,7 +329,8 @@ class RNNBase(Module):
                 grad_input, grad_h0[index], grad_c, grad_params = recurrent_layer_backward(
                     self.mode, grad_layer_output[..., hidden], grad_h_n[index],
                     grad_c_n[index] if lstm else None, layer_inputs[layer], all_steps[index],
-                    self._weights(layer, direction), reverse=direction == 1)
+                    self._weights(layer, direction), reverse=direction == 1,
+                    needs_input_grad=needs_input_grad or layer > 0)  # None for layer 0 if not needed
                 if lstm:
                     grad_c0[index] = grad_c
                 for param, grad in zip(self._params(layer, direction), grad_params):

@@ -9,8 +9,13 @@ so every backward ends the same way (``_affine_backward``): from dA = dL/d(gates
 dB = dL/d(gates_hh), dx = dA @ W_ih, dh += dB @ W_hh, dW_ih = dA.T @ x, dW_hh = dB.T @ h,
 db_ih = dA.sum(0), db_hh = dB.sum(0). For the RNN and the LSTM the two sums simply add, so dA = dB.
 
+Between the two sits each cell's "gates" part (``rnn_gates``, ``lstm_gates``, ``gru_gates`` and
+their backwards): the nonlinearities from (gates_ih, gates_hh) to h', and from dL/dh' back to
+(dA, dB). A cell is ``_affine`` + gates; the layers in ``tinynn/nn/rnn.py`` call the gates once
+per time step but do the affine maps' weight products once for the whole sequence.
+
 The functions take batched 2-D arrays; the modules below also accept one unbatched sample (1-D),
-as torch does. The RNN layers in ``tinynn/nn/rnn.py`` call these steps once per time step.
+as torch does.
 """
 
 from __future__ import annotations
@@ -29,15 +34,16 @@ from tinynn.nn.parameter import Parameter
 Grads = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
 
 
+def _project(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """input @ W.T + b: one of the two affine maps, for one step (N, ...) or all steps at once."""
+    output = input @ weight.T
+    return output if bias is None else output + bias
+
+
 def _affine(input: np.ndarray, hx: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
             bias_ih: np.ndarray | None, bias_hh: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(x @ W_ih.T + b_ih, h @ W_hh.T + b_hh), each (N, k * hidden_size)."""
-    gates_ih, gates_hh = input @ weight_ih.T, hx @ weight_hh.T
-    if bias_ih is not None:
-        gates_ih = gates_ih + bias_ih
-    if bias_hh is not None:
-        gates_hh = gates_hh + bias_hh
-    return gates_ih, gates_hh
+    return _project(input, weight_ih, bias_ih), _project(hx, weight_hh, bias_hh)
 
 
 def _affine_backward(grad_ih: np.ndarray, grad_hh: np.ndarray, input: np.ndarray, hx: np.ndarray,
@@ -48,6 +54,19 @@ def _affine_backward(grad_ih: np.ndarray, grad_hh: np.ndarray, input: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------- Elman RNN
+def rnn_gates(gates_ih: np.ndarray, gates_hh: np.ndarray, nonlinearity: str = "tanh") -> np.ndarray:
+    """h' = act(gates_ih + gates_hh), act tanh or relu."""
+    pre_activation = gates_ih + gates_hh
+    return tanh(pre_activation) if nonlinearity == "tanh" else np.maximum(pre_activation, 0)
+
+
+def rnn_gates_backward(grad_h_new: np.ndarray, h_new: np.ndarray, nonlinearity: str = "tanh") -> np.ndarray:
+    """dP = dh' * (1 - h'^2) for tanh, dh' * [h' > 0] for relu (0 at the kink, as torch); dA = dB = dP."""
+    if nonlinearity == "tanh":
+        return tanh_backward(grad_h_new, h_new)
+    return np.where(h_new > 0, grad_h_new, 0)
+
+
 def rnn_cell(input: np.ndarray, hx: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
              bias_ih: np.ndarray | None = None, bias_hh: np.ndarray | None = None,
              nonlinearity: str = "tanh") -> np.ndarray:
@@ -56,42 +75,31 @@ def rnn_cell(input: np.ndarray, hx: np.ndarray, weight_ih: np.ndarray, weight_hh
     Shapes: input (N, input_size), hx (N, H), W_ih (H, input_size), W_hh (H, H), biases (H,) -> (N, H).
     The backward needs only h' (and x, h): both activations' derivatives are functions of their output.
     """
-    gates_ih, gates_hh = _affine(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
-    pre_activation = gates_ih + gates_hh
-    return tanh(pre_activation) if nonlinearity == "tanh" else np.maximum(pre_activation, 0)
+    return rnn_gates(*_affine(input, hx, weight_ih, weight_hh, bias_ih, bias_hh), nonlinearity)
 
 
 def rnn_cell_backward(grad_h_new: np.ndarray, input: np.ndarray, hx: np.ndarray, h_new: np.ndarray,
                       weight_ih: np.ndarray, weight_hh: np.ndarray, has_bias: bool = True,
                       nonlinearity: str = "tanh") -> Grads:
-    """Gradients of ``rnn_cell`` from dL/dh' and its output h'.
-
-    dP = dh' * (1 - h'^2) for tanh, dh' * [h' > 0] for relu (0 at the kink, as torch); then, P being
-    gates_ih + gates_hh, dA = dB = dP. Returns (dx, dh, dW_ih, dW_hh, db_ih, db_hh); the biases' None
-    without bias.
+    """Gradients of ``rnn_cell`` from dL/dh' and its output h' (``rnn_gates_backward``, then the affine
+    maps'). Returns (dx, dh, dW_ih, dW_hh, db_ih, db_hh); the biases' None without bias.
     """
-    if nonlinearity == "tanh":
-        grad_pre = tanh_backward(grad_h_new, h_new)
-    else:
-        grad_pre = np.where(h_new > 0, grad_h_new, 0)
+    grad_pre = rnn_gates_backward(grad_h_new, h_new, nonlinearity)
     return _affine_backward(grad_pre, grad_pre, input, hx, weight_ih, weight_hh, has_bias)
 
 
 # ---------------------------------------------------------------------------------------- LSTM
-def lstm_cell(input: np.ndarray, hx: np.ndarray, cx: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
-              bias_ih: np.ndarray | None = None,
-              bias_hh: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
-    """One LSTM step, gates in torch's order i, f, g, o (rows of W_ih, W_hh: 4 blocks of H)::
+def lstm_gates(gates_ih: np.ndarray, gates_hh: np.ndarray,
+               cx: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """The LSTM's gates, in torch's order i, f, g, o (4 blocks of H along the last axis)::
 
-        i, f, g, o = split(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh, 4)
+        i, f, g, o = split(gates_ih + gates_hh, 4)
         i, f, o = sigmoid(i), sigmoid(f), sigmoid(o);  g = tanh(g)
         c' = f * c + i * g
         h' = o * tanh(c')
 
-    Shapes: input (N, input_size), hx and cx (N, H), W_ih (4H, input_size), W_hh (4H, H), biases (4H,).
     Returns (h', c', saved) with saved = (i, f, g, o, tanh(c')), the activated gates the backward needs.
     """
-    gates_ih, gates_hh = _affine(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
     in_gate, forget_gate, cell_gate, out_gate = np.split(gates_ih + gates_hh, 4, axis=1)
     in_gate, forget_gate, out_gate = sigmoid(in_gate), sigmoid(forget_gate), sigmoid(out_gate)
     cell_gate = tanh(cell_gate)
@@ -101,18 +109,16 @@ def lstm_cell(input: np.ndarray, hx: np.ndarray, cx: np.ndarray, weight_ih: np.n
     return h_new, c_new, (in_gate, forget_gate, cell_gate, out_gate, tanh_c_new)
 
 
-def lstm_cell_backward(grad_h_new: np.ndarray, grad_c_new: np.ndarray, input: np.ndarray, hx: np.ndarray,
-                       cx: np.ndarray, saved: tuple[np.ndarray, ...], weight_ih: np.ndarray, weight_hh: np.ndarray,
-                       has_bias: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                       np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Gradients of ``lstm_cell`` from dL/dh' and dL/dc' (the cell state also flows to the next step)::
+def lstm_gates_backward(grad_h_new: np.ndarray, grad_c_new: np.ndarray, cx: np.ndarray,
+                        saved: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``lstm_gates``' backward from dL/dh' and dL/dc' (the cell state also flows to the next step)::
 
         dc' (total) = dc' + dh' * o * (1 - tanh(c')^2)          h' = o * tanh(c') reaches c' too
         do = dh' * tanh(c')
         di = dc' * g,   df = dc' * c,   dg = dc' * i,   dc = dc' * f
         pre-activation: di * i (1 - i), df * f (1 - f), dg * (1 - g^2), do * o (1 - o)
 
-    then dA = dB = those four blocks side by side. Returns (dx, dh, dc, dW_ih, dW_hh, db_ih, db_hh).
+    Returns (dA, dc): dA = dB, the four pre-activation blocks side by side.
     """
     in_gate, forget_gate, cell_gate, out_gate, tanh_c_new = saved
     grad_c_total = grad_c_new + tanh_backward(grad_h_new * out_gate, tanh_c_new)
@@ -122,27 +128,46 @@ def lstm_cell_backward(grad_h_new: np.ndarray, grad_c_new: np.ndarray, input: np
         tanh_backward(grad_c_total * in_gate, cell_gate),
         sigmoid_backward(grad_h_new * tanh_c_new, out_gate),
     ], axis=1)
-    grad_cx = grad_c_total * forget_gate
+    return grad_gates, grad_c_total * forget_gate
+
+
+def lstm_cell(input: np.ndarray, hx: np.ndarray, cx: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
+              bias_ih: np.ndarray | None = None,
+              bias_hh: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """One LSTM step: ``lstm_gates`` of x @ W_ih.T + b_ih and h @ W_hh.T + b_hh (rows: 4 blocks of H).
+
+    Shapes: input (N, input_size), hx and cx (N, H), W_ih (4H, input_size), W_hh (4H, H), biases (4H,).
+    Returns (h', c', saved) with saved = (i, f, g, o, tanh(c')).
+    """
+    return lstm_gates(*_affine(input, hx, weight_ih, weight_hh, bias_ih, bias_hh), cx)
+
+
+def lstm_cell_backward(grad_h_new: np.ndarray, grad_c_new: np.ndarray, input: np.ndarray, hx: np.ndarray,
+                       cx: np.ndarray, saved: tuple[np.ndarray, ...], weight_ih: np.ndarray, weight_hh: np.ndarray,
+                       has_bias: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                       np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Gradients of ``lstm_cell`` from dL/dh' and dL/dc' (``lstm_gates_backward``, then the affine maps').
+    Returns (dx, dh, dc, dW_ih, dW_hh, db_ih, db_hh).
+    """
+    grad_gates, grad_cx = lstm_gates_backward(grad_h_new, grad_c_new, cx, saved)
     grad_input, grad_hx, *grad_params = _affine_backward(grad_gates, grad_gates, input, hx, weight_ih, weight_hh,
                                                          has_bias)
     return (grad_input, grad_hx, grad_cx, *grad_params)
 
 
 # ---------------------------------------------------------------------------------------- GRU
-def gru_cell(input: np.ndarray, hx: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
-             bias_ih: np.ndarray | None = None,
-             bias_hh: np.ndarray | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """One GRU step, gates in torch's order r, z, n (rows of W_ih, W_hh: 3 blocks of H)::
+def gru_gates(gates_ih: np.ndarray, gates_hh: np.ndarray,
+              hx: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The GRU's gates, in torch's order r, z, n (3 blocks of H along the last axis)::
 
         r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
         z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
         n = tanh(W_in x + b_in + r * (W_hn h + b_hn))       r scales the hidden part only, with its bias
         h' = (1 - z) * n + z * h
 
-    Shapes: input (N, input_size), hx (N, H), W_ih (3H, input_size), W_hh (3H, H), biases (3H,) -> (N, H).
-    Returns (h', saved) with saved = (r, z, n, W_hn h + b_hn).
+    with the W_i. x + b_i. blocks from gates_ih and the W_h. h + b_h. from gates_hh, kept apart
+    for n. Returns (h', saved) with saved = (r, z, n, W_hn h + b_hn).
     """
-    gates_ih, gates_hh = _affine(input, hx, weight_ih, weight_hh, bias_ih, bias_hh)
     reset_ih, update_ih, new_ih = np.split(gates_ih, 3, axis=1)
     reset_hh, update_hh, new_hh = np.split(gates_hh, 3, axis=1)
     reset_gate = sigmoid(reset_ih + reset_hh)
@@ -152,9 +177,9 @@ def gru_cell(input: np.ndarray, hx: np.ndarray, weight_ih: np.ndarray, weight_hh
     return h_new, (reset_gate, update_gate, new_gate, new_hh)
 
 
-def gru_cell_backward(grad_h_new: np.ndarray, input: np.ndarray, hx: np.ndarray, saved: tuple[np.ndarray, ...],
-                      weight_ih: np.ndarray, weight_hh: np.ndarray, has_bias: bool = True) -> Grads:
-    """Gradients of ``gru_cell`` from dL/dh'::
+def gru_gates_backward(grad_h_new: np.ndarray, hx: np.ndarray,
+                       saved: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``gru_gates``' backward from dL/dh'::
 
         dn = dh' * (1 - z),   dz = dh' * (h - n),   dh (direct) = dh' * z
         dn_pre = dn * (1 - n^2)                                 pre-activation of n
@@ -162,7 +187,7 @@ def gru_cell_backward(grad_h_new: np.ndarray, input: np.ndarray, hx: np.ndarray,
         dz_pre = dz * z (1 - z)
         dA = [dr_pre, dz_pre, dn_pre],   dB = [dr_pre, dz_pre, dn_pre * r]
 
-    dB's last block carries r, which multiplies W_hn h + b_hn. Returns (dx, dh, dW_ih, dW_hh, db_ih, db_hh).
+    dB's last block carries r, which multiplies W_hn h + b_hn. Returns (dA, dB, dh direct).
     """
     reset_gate, update_gate, new_gate, new_hh = saved
     grad_new_pre = tanh_backward(grad_h_new * (1 - update_gate), new_gate)
@@ -170,8 +195,28 @@ def gru_cell_backward(grad_h_new: np.ndarray, input: np.ndarray, hx: np.ndarray,
     grad_reset_pre = sigmoid_backward(grad_new_pre * new_hh, reset_gate)
     grad_ih = np.concatenate([grad_reset_pre, grad_update_pre, grad_new_pre], axis=1)
     grad_hh = np.concatenate([grad_reset_pre, grad_update_pre, grad_new_pre * reset_gate], axis=1)
+    return grad_ih, grad_hh, grad_h_new * update_gate
+
+
+def gru_cell(input: np.ndarray, hx: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
+             bias_ih: np.ndarray | None = None,
+             bias_hh: np.ndarray | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """One GRU step: ``gru_gates`` of x @ W_ih.T + b_ih and h @ W_hh.T + b_hh (rows: 3 blocks of H).
+
+    Shapes: input (N, input_size), hx (N, H), W_ih (3H, input_size), W_hh (3H, H), biases (3H,) -> (N, H).
+    Returns (h', saved) with saved = (r, z, n, W_hn h + b_hn).
+    """
+    return gru_gates(*_affine(input, hx, weight_ih, weight_hh, bias_ih, bias_hh), hx)
+
+
+def gru_cell_backward(grad_h_new: np.ndarray, input: np.ndarray, hx: np.ndarray, saved: tuple[np.ndarray, ...],
+                      weight_ih: np.ndarray, weight_hh: np.ndarray, has_bias: bool = True) -> Grads:
+    """Gradients of ``gru_cell`` from dL/dh' (``gru_gates_backward``, then the affine maps'; h reaches h'
+    directly too). Returns (dx, dh, dW_ih, dW_hh, db_ih, db_hh).
+    """
+    grad_ih, grad_hh, grad_hx_direct = gru_gates_backward(grad_h_new, hx, saved)
     grad_input, grad_hx, *grad_params = _affine_backward(grad_ih, grad_hh, input, hx, weight_ih, weight_hh, has_bias)
-    return (grad_input, grad_hx + grad_h_new * update_gate, *grad_params)
+    return (grad_input, grad_hx + grad_hx_direct, *grad_params)
 
 
 # ---------------------------------------------------------------------------------------- modules
