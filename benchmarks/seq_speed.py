@@ -35,11 +35,12 @@ Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python -m benchmar
 A workload whose tinynn module does not exist yet (``tinynn.nn.TransformerEncoderLayer``) is
 skipped and the results say so. The functions are importable.
 
-The LSTM's tinynn step is 256 small products per layer pass ((32, 1024) against (1024, 256) and the
-like, four per time step in the backward) on NumPy's two OpenBLAS threads; on the 2-vCPU machines
-it takes about 145 ms in some processes and about 230 ms in others (the backward 87-92 ms against
-141-166 ms; one BLAS thread gives about 220 ms), as the hypervisor puts the vCPUs on near or far
-cores (benchmarks/README.md). Read the LSTM's rounds, not only its median.
+The LSTM's time loop is one (32, 256) @ (256, 1024) product per step and layer in the forward
+and one in the backward (dh = dB @ W_hh); the input projection and every weight gradient are single
+products over all 64 steps (tinynn/nn/rnn.py). Before that change (2026-12-07) each step also did
+its own input and weight products, and a step took about 145 ms in some processes and 230 ms in
+others, as the hypervisor put the vCPUs on near or far cores (benchmarks/README.md); the loop's
+small products are still the part that varies most. Read the LSTM's rounds, not only its median.
 """
 
 from __future__ import annotations

@@ -10,13 +10,18 @@ import numpy as np
 
 @dataclass
 class TutorialData:
-    """The tutorial's arrays: x (n, 784) float in [0, 1], y (n,) int64; ``source`` names where they came from."""
+    """The tutorial's arrays: x (n, 784) float in [0, 1], y (n,) int64; ``source`` names where they came from.
+
+    The character-level stages' text ("docs") is windows of character ids instead: x (n, seq_len)
+    int64 and y the same windows one character on, with ``vocab`` the characters by id.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_valid: np.ndarray
     y_valid: np.ndarray
-    source: str  # "mnist", "fashion-mnist" or "synthetic"
+    source: str  # "mnist", "fashion-mnist", "synthetic" or "docs"
+    vocab: str = ""  # text only: vocab[i] is the character of id i
 
 
 class ReplayedShuffle:
@@ -57,6 +62,11 @@ class StageContext:
         """``x_train, y_train, x_valid, y_valid`` as NumPy arrays (the tutorial's pickle gives the same)."""
         d = self._data
         return d.x_train, d.y_train, d.x_valid, d.y_valid
+
+    @property
+    def vocab(self) -> str:
+        """The text stages' characters by id ("" for the image datasets)."""
+        return self._data.vocab
 
     def shuffle_generator(self):
         """The seeded generator torch's ``DataLoader(..., shuffle=True, generator=...)`` draws from."""

@@ -43,9 +43,9 @@ def _modes(results: list[StageResult]) -> list[str]:
 def format_table(results: list[StageResult], config: RunConfig) -> str:
     """One row per stage: both frameworks' figures side by side, the worst differences, the seconds."""
     header = (
-        f"{'stage':<16}{'data':<8}{'train loss':^17}{'val loss':^17}{'val accuracy':^17}"
+        f"{'stage':<20}{'data':<8}{'train loss':^17}{'val loss':^17}{'val accuracy':^17}"
         f"{'worst rel diff':^48}{'seconds':^15} ok\n"
-        f"{'':<24}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}"
+        f"{'':<28}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}{'tinynn':>8} {'torch':>8}"
         f"{'loss':>12}{'grads':>12}{'weights':>12}{'state':>12}{'tinynn':>7} {'torch':>7}"
     )
     rows = [_code_line(config), header, "-" * len(header.splitlines()[0])]
@@ -55,7 +55,7 @@ def format_table(results: list[StageResult], config: RunConfig) -> str:
         device = "" if r.torch_device == "cpu" else f" (torch on {r.torch_device})"
         mode = " (per step)" if r.mode == "per_step" else ""
         rows.append(
-            f"{f'{number:>2} {r.name}':<16}{r.data[:7]:<8}"
+            f"{f'{number:>2} {r.name}':<20}{r.data[:7]:<8}"
             f"{_num(n.train_loss):>8} {_num(t.train_loss):>8}"
             f"{_num(_last(n.val_loss)):>8} {_num(_last(t.val_loss)):>8}"
             f"{_num(_last(n.val_accuracy)):>8} {_num(_last(t.val_accuracy)):>8}"
@@ -66,7 +66,7 @@ def format_table(results: list[StageResult], config: RunConfig) -> str:
     rows.append("-" * len(header.splitlines()[0]))
     total_n = sum(r.tinynn.seconds for r in results)
     total_t = sum(r.torch.seconds for r in results)
-    rows.append(f"{'total':<16}{'':<8}{'':>116}{total_n:>7.1f} {total_t:>7.1f}")
+    rows.append(f"{'total':<20}{'':<8}{'':>116}{total_n:>7.1f} {total_t:>7.1f}")
     rows.append("state: the optimizer's (momentum, Adam's moments and step) and the buffers (running statistics).")
     for mode in _modes(results):
         tol = tolerance(config.dtype, mode)

@@ -164,7 +164,9 @@ def _same_dropout(torch_start: Start) -> contextlib.AbstractContextManager[Any]:
     import torch
 
     model = torch_start.model
-    if model is None or not any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in model.modules()):
+    drawing = (torch.nn.RNNBase, torch.nn.MultiheadAttention)  # these draw their own dropout, inside
+    if model is None or not any(isinstance(m, torch.nn.modules.dropout._DropoutNd)
+                                or (isinstance(m, drawing) and m.dropout > 0) for m in model.modules()):
         return contextlib.nullcontext()
     from tinynn.testing import replay_torch_dropout
 
@@ -228,7 +230,7 @@ def cut_data(data: TutorialData, config: RunConfig, batch_size: int = 64) -> Tut
     n_train = None if config.max_steps is None else config.max_steps * batch_size
     n_valid = config.valid_size
     return TutorialData(data.x_train[:n_train], data.y_train[:n_train], data.x_valid[:n_valid],
-                        data.y_valid[:n_valid], data.source)
+                        data.y_valid[:n_valid], data.source, data.vocab)
 
 
 # ---------------------------------------------------------------------------------------- one pass
@@ -317,7 +319,7 @@ def run_stage(stage: ModuleType, data: TutorialData, config: RunConfig,
     """float64 on MNIST: one lockstep pass. float32 (or chaotic data): a per-step pass (the checks),
     then an independent one (each framework's own training, its figures and timings, and the
     end-to-end accuracy bound)."""
-    data = cut_data(data, config)
+    data = cut_data(data, config, getattr(stage, "BATCH_SIZE", 64))
     chaotic_on = getattr(stage, "CHAOTIC_ON", CHAOTIC_DATA)
     if not config.checks_per_step(data.source, chaotic_on):
         return drive(stage, data, config, "lockstep", progress)

@@ -257,6 +257,8 @@ def test_errors_are_torchs(ours, theirs, kwargs):
         (float32(5, 2, 3), state((2, 4), (2, 4))),  # 2-D hx for a batched input
         (float32(5, 3), state(good, good)),  # 3-D hx for an unbatched input
         (float32(5, 3), state((2, 5), (2, 4))),  # unbatched, wrong hidden size
+        (float32(0, 2, 3), None),  # an empty sequence
+        (float32(0, 3), None),  # an empty unbatched sequence
     ]
     if lstm:
         cases.append((float32(5, 2, 3), state((2, 2, 4), (2, 2, 6))))  # wrong cell size

@@ -1,5 +1,5 @@
 """The tutorial's stages in order, then the stages that go past it. Each module has NAME, TITLE,
-KIND ("linear" or "cnn") and the generators ``torch_version(ctx)`` and ``tinynn_version(ctx)``
+KIND ("linear", "cnn" or "sequence") and the generators ``torch_version(ctx)`` and ``tinynn_version(ctx)``
 (see parity/events.py); optionally DATASET (its own data) and CHAOTIC_ON (see parity/runner.py)."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from parity.stages import (
     s13_gpu,
     s14_batchnorm,
     s15_adamw,
+    s16_char_lstm,
+    s17_char_transformer,
 )
 
 STAGES: list[ModuleType] = [
@@ -29,6 +31,8 @@ STAGES: list[ModuleType] = [
     s08_validation, s09_fit, s10_cnn, s11_sequential, s12_wrapped, s13_gpu,
     # after the tutorial: its CNN with BatchNorm and Dropout, then trained with AdamW on Fashion-MNIST
     s14_batchnorm, s15_adamw,
+    # then sequence models: character-level language models of the project's own text
+    s16_char_lstm, s17_char_transformer,
 ]
 
 

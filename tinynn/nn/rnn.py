@@ -247,6 +247,8 @@ class RNNBase(Module):
             if state.shape != expected:
                 what = f"hidden[{index}]" if lstm else "hidden"
                 raise RuntimeError(f"Expected {what} size {expected}, got {list(state.shape)}")
+        if input.shape[1 - batch_dim] == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         return (input.swapaxes(0, 1) if self.batch_first else input), states, batched
 
     def forward(self, input: np.ndarray, hx: Any = None) -> tuple[np.ndarray, Any]:
