@@ -162,14 +162,6 @@ class TransformerEncoderLayer(Module):
                                         2 if activation is gelu or isinstance(activation, GELU) else 0)
         self.activation = activation  # a module is registered as a child, as in torch; a function is not
 
-    def _activation(self) -> Module:
-        """The module running ``self.activation`` (rebuilt if that was reassigned since the last call)."""
-        cached = self.__dict__.get("_activation_cache")
-        if cached is None or cached[0] is not self.activation:
-            cached = (self.activation, _activation_module(self.activation))
-            object.__setattr__(self, "_activation_cache", cached)
-        return cached[1]
-
     def forward(self, src: np.ndarray, src_mask: np.ndarray | None = None,
                 src_key_padding_mask: np.ndarray | None = None, is_causal: bool = False) -> np.ndarray:
         """src (L, N, E), (N, L, E) with batch_first, or (L, E) -> the same shape. src_mask (L, L) or
@@ -177,7 +169,7 @@ class TransformerEncoderLayer(Module):
         src_key_padding_mask = _canonical_mask(src_key_padding_mask, "src_key_padding_mask", src_mask, "src_mask",
                                                src.dtype)
         src_mask = _canonical_mask(src_mask, "src_mask", None, "", src.dtype)
-        activation = self._activation()
+        activation = _activation_module(self.activation)  # read each forward: it may have been reassigned
         x = src
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
